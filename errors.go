@@ -1,0 +1,161 @@
+package jtiguard
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// sentinel is an error value whose text is safe to show a client and which,
+// where golang-jwt has an equivalent, also matches that error with errors.Is.
+type sentinel struct {
+	msg string
+	jwt error
+}
+
+func (s *sentinel) Error() string { return "jtiguard: " + s.msg }
+func (s *sentinel) Unwrap() error { return s.jwt }
+
+func newSentinel(msg string, jwtErr error) error { return &sentinel{msg: msg, jwt: jwtErr} }
+
+// Token rejections. Every error returned for a token that is not accepted
+// matches ErrInvalidToken and exactly one of the more specific sentinels
+// below; where golang-jwt has an equivalent error it matches that one too
+// (for example errors.Is(err, jwt.ErrTokenExpired) for ErrExpired).
+var (
+	// ErrInvalidToken matches every rejection of a token (HTTP 401 invalid_token).
+	ErrInvalidToken = newSentinel("invalid token", nil)
+
+	ErrTokenTooLarge   = newSentinel("token too large", jwt.ErrTokenMalformed)
+	ErrMalformed       = newSentinel("malformed token", jwt.ErrTokenMalformed)
+	ErrWrongTokenType  = newSentinel("wrong token type", jwt.ErrTokenMalformed)
+	ErrUnknownKey      = newSentinel("unknown signing key", jwt.ErrTokenUnverifiable)
+	ErrAlgorithm       = newSentinel("algorithm not allowed for this key", jwt.ErrTokenSignatureInvalid)
+	ErrSignature       = newSentinel("invalid signature", jwt.ErrTokenSignatureInvalid)
+	ErrInvalidClaims   = newSentinel("invalid claims", jwt.ErrTokenInvalidClaims)
+	ErrMissingClaim    = newSentinel("required claim missing", jwt.ErrTokenRequiredClaimMissing)
+	ErrInvalidJTI      = newSentinel("invalid jti", jwt.ErrTokenInvalidId)
+	ErrInvalidIssuer   = newSentinel("invalid issuer", jwt.ErrTokenInvalidIssuer)
+	ErrInvalidAudience = newSentinel("invalid audience", jwt.ErrTokenInvalidAudience)
+	ErrWrongPurpose    = newSentinel("token issued for another purpose", jwt.ErrTokenInvalidAudience)
+	ErrExpired         = newSentinel("token expired", jwt.ErrTokenExpired)
+	ErrNotYetValid     = newSentinel("token not valid yet", jwt.ErrTokenNotValidYet)
+	ErrIssuedInFuture  = newSentinel("token issued in the future", jwt.ErrTokenUsedBeforeIssued)
+	ErrLifetime        = newSentinel("token lifetime exceeds the maximum", jwt.ErrTokenInvalidClaims)
+
+	// ErrRevoked: the token's jti was revoked before its expiry.
+	ErrRevoked = newSentinel("token revoked", nil)
+	// ErrReplayed: a one-time token was presented after its one use.
+	ErrReplayed = newSentinel("token already used", nil)
+	// ErrStateLost: the token was issued before the store's memory begins (the
+	// store restarted empty or was flushed), so nothing can vouch that it was
+	// not revoked or used. The client must obtain a new token.
+	ErrStateLost = newSentinel("token predates the revocation store", nil)
+)
+
+// Infrastructure failures (HTTP 503). These never mean a token was accepted.
+var (
+	// ErrStoreUnavailable: the store could not answer (down, timing out, full).
+	// The token is not accepted; the request may be retried later.
+	ErrStoreUnavailable = newSentinel("token store unavailable", nil)
+	// ErrStoreFull: the store reached its configured capacity and refused to
+	// record more state rather than forget state it holds. It matches
+	// ErrStoreUnavailable.
+	ErrStoreFull error = &wrapped{msg: "jtiguard: token store full", err: ErrStoreUnavailable}
+)
+
+// Configuration and key-loading failures.
+var (
+	// ErrWeakKey: a key is too small or otherwise unsafe (HMAC secret under 32
+	// bytes, RSA modulus under 2048 bits, public exponent too small, a known
+	// weak RSA modulus).
+	ErrWeakKey = newSentinel("weak key refused", jwt.ErrInvalidKey)
+	// ErrInvalidKey: a key is malformed, its type does not match its
+	// algorithm, its kid is unusable or duplicated, or a key set mixes
+	// symmetric and asymmetric keys.
+	ErrInvalidKey = newSentinel("invalid key", jwt.ErrInvalidKey)
+	// ErrConfig: a constructor was given an unusable configuration.
+	ErrConfig = newSentinel("invalid configuration", nil)
+)
+
+type wrapped struct {
+	msg string
+	err error
+}
+
+func (w *wrapped) Error() string { return w.msg }
+func (w *wrapped) Unwrap() error { return w.err }
+
+// Error is the error returned by verification. It carries the OAuth 2.0
+// error code and HTTP status a server should answer with (RFC 6750 section 3.1) and
+// a description that is safe to send to the client: it never contains the
+// token or any part of it.
+//
+// Use errors.Is with the sentinels above to branch on the reason.
+type Error struct {
+	// Status is the HTTP status: 401 for a rejected token, 503 when the
+	// store could not answer.
+	Status int
+	// Code is the OAuth error code: "invalid_token" or "temporarily_unavailable".
+	Code string
+	// Description is a short human-readable reason, safe for clients.
+	Description string
+
+	kind  error // one of the sentinels
+	cause error // an underlying error (store failure), may be nil
+}
+
+func (e *Error) Error() string {
+	if e.cause != nil {
+		return e.kind.Error() + ": " + e.cause.Error()
+	}
+	return e.kind.Error()
+}
+
+// Unwrap exposes the sentinel, ErrInvalidToken for rejections, and the
+// underlying cause, for errors.Is and errors.As.
+func (e *Error) Unwrap() []error {
+	errs := make([]error, 0, 3)
+	errs = append(errs, e.kind)
+	if e.Status == http.StatusUnauthorized {
+		errs = append(errs, ErrInvalidToken)
+	}
+	if e.cause != nil {
+		errs = append(errs, e.cause)
+	}
+	return errs
+}
+
+// rejections holds one immutable *Error per rejection sentinel, so that the
+// rejection path does not allocate.
+var rejections = func() map[error]*Error {
+	m := make(map[error]*Error)
+	for _, k := range []error{
+		ErrTokenTooLarge, ErrMalformed, ErrWrongTokenType, ErrUnknownKey, ErrAlgorithm,
+		ErrSignature, ErrInvalidClaims, ErrMissingClaim, ErrInvalidJTI, ErrInvalidIssuer,
+		ErrInvalidAudience, ErrWrongPurpose, ErrExpired, ErrNotYetValid, ErrIssuedInFuture,
+		ErrLifetime, ErrRevoked, ErrReplayed, ErrStateLost,
+	} {
+		m[k] = &Error{Status: http.StatusUnauthorized, Code: "invalid_token", Description: k.(*sentinel).msg, kind: k}
+	}
+	return m
+}()
+
+// reject returns the *Error for a rejection sentinel.
+func reject(kind error) *Error { return rejections[kind] }
+
+// unavailable wraps a store failure as a 503 error that never reads as a pass.
+func unavailable(cause error) *Error {
+	kind := ErrStoreUnavailable
+	if errors.Is(cause, ErrStoreFull) {
+		kind = ErrStoreFull
+	}
+	return &Error{
+		Status:      http.StatusServiceUnavailable,
+		Code:        "temporarily_unavailable",
+		Description: "token store unavailable",
+		kind:        kind,
+		cause:       cause,
+	}
+}

@@ -1,0 +1,129 @@
+package jtiguard
+
+import (
+	"fmt"
+	"io"
+	"time"
+)
+
+// Lifetime defaults and hard caps. Short lifetimes are what make a stolen
+// access token worth little; revocation covers the rest of its life.
+const (
+	DefaultAccessTTL  = 5 * time.Minute
+	DefaultOneTimeTTL = 5 * time.Minute
+	MaxTTL            = time.Hour
+)
+
+// IssuerConfig configures an Issuer.
+type IssuerConfig struct {
+	// Issuer is the iss claim of every token, usually the HTTPS URL of the
+	// authorization server. Required.
+	Issuer string
+	// AccessTTL is the lifetime of access tokens: default 5 minutes, at most
+	// MaxTTL.
+	AccessTTL time.Duration
+	// OneTimeTTL is the lifetime of one-time tokens: default 5 minutes, at
+	// most MaxTTL.
+	OneTimeTTL time.Duration
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Rand is the source of jti values; default crypto/rand. Only tests and
+	// examples that need reproducible output should set it.
+	Rand io.Reader
+}
+
+// Issuer mints signed tokens with the active key of a KeySet. It keeps no
+// state: minting needs no store, and an Issuer is safe for concurrent use.
+type Issuer struct {
+	keys *KeySet
+	cfg  IssuerConfig
+}
+
+// NewIssuer returns an Issuer signing with keys.Signer() at the time of each
+// call, so rotating the set rotates what new tokens are signed with.
+func NewIssuer(keys *KeySet, cfg IssuerConfig) (*Issuer, error) {
+	if keys == nil || keys.Signer() == nil {
+		return nil, fmt.Errorf("%w: issuer needs a key set with a signing key", ErrConfig)
+	}
+	if cfg.Issuer == "" {
+		return nil, fmt.Errorf("%w: Issuer is required", ErrConfig)
+	}
+	var err error
+	if cfg.AccessTTL, err = ttl(cfg.AccessTTL, DefaultAccessTTL, "AccessTTL"); err != nil {
+		return nil, err
+	}
+	if cfg.OneTimeTTL, err = ttl(cfg.OneTimeTTL, DefaultOneTimeTTL, "OneTimeTTL"); err != nil {
+		return nil, err
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Issuer{keys: keys, cfg: cfg}, nil
+}
+
+func ttl(d, def time.Duration, name string) (time.Duration, error) {
+	switch {
+	case d == 0:
+		return def, nil
+	case d < time.Second || d > MaxTTL:
+		return 0, fmt.Errorf("%w: %s must be between 1s and %v", ErrConfig, name, MaxTTL)
+	}
+	return d.Truncate(time.Second), nil
+}
+
+// Access mints an access token (RFC 9068) for c.Subject and c.Audience,
+// with the optional client_id, scope, sid, acr, amr, auth_time and Extra
+// claims of c. The Issuer sets iss, iat, exp and a fresh random jti; c must
+// leave Type, Issuer, IssuedAt, ExpiresAt, NotBefore, ID and Purpose empty.
+// It returns the token and its claims as a verifier will see them.
+func (i *Issuer) Access(c Claims) (string, *Claims, error) {
+	if c.Purpose != "" {
+		return "", nil, fmt.Errorf("%w: access tokens carry no purpose", ErrConfig)
+	}
+	return i.mint(Access, c, i.cfg.AccessTTL)
+}
+
+// OneTime mints a one-time token for c.Purpose (for example
+// "confirm-transfer"): a verifier accepts it once, for that purpose only,
+// within its short lifetime. Subject and Audience are required as for
+// Access.
+func (i *Issuer) OneTime(c Claims) (string, *Claims, error) {
+	if c.Purpose == "" {
+		return "", nil, fmt.Errorf("%w: a one-time token needs a Purpose", ErrConfig)
+	}
+	return i.mint(OneTime, c, i.cfg.OneTimeTTL)
+}
+
+func (i *Issuer) mint(t TokenType, c Claims, ttl time.Duration) (string, *Claims, error) {
+	if c.Type != 0 || c.Issuer != "" || !c.IssuedAt.IsZero() || !c.ExpiresAt.IsZero() ||
+		!c.NotBefore.IsZero() || !c.ID.IsZero() || c.KeyID != "" {
+		return "", nil, fmt.Errorf("%w: Type, KeyID, Issuer, IssuedAt, ExpiresAt, NotBefore and ID are set by the Issuer", ErrConfig)
+	}
+	if c.Subject == "" || len(c.Audience) == 0 {
+		return "", nil, fmt.Errorf("%w: Subject and Audience are required", ErrConfig)
+	}
+	for _, a := range c.Audience {
+		if a == "" {
+			return "", nil, fmt.Errorf("%w: empty audience", ErrConfig)
+		}
+	}
+	if err := c.checkText(); err != nil {
+		return "", nil, fmt.Errorf("%w: claim text must be valid UTF-8 and Extra must be valid JSON under unregistered names", err)
+	}
+	id, err := NewJTI(i.cfg.Rand)
+	if err != nil {
+		return "", nil, fmt.Errorf("jtiguard: reading random jti: %w", err)
+	}
+	key := i.keys.Signer()
+	now := i.cfg.Now().Truncate(time.Second)
+	c.Type, c.KeyID, c.Issuer, c.ID = t, key.kid, i.cfg.Issuer, id
+	c.IssuedAt, c.ExpiresAt = now, now.Add(ttl)
+	if !c.AuthTime.IsZero() {
+		c.AuthTime = c.AuthTime.Truncate(time.Second)
+	}
+	tok, err := signJWS(key, t, appendClaims(make([]byte, 0, 256), &c))
+	if err != nil {
+		return "", nil, err
+	}
+	return tok, &c, nil
+}

@@ -1,0 +1,162 @@
+package jtiguard_test
+
+import (
+	"context"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/jtiguard/jtiguard"
+)
+
+func ref(t testing.TB, iat time.Time, ttl time.Duration) jtiguard.TokenRef {
+	t.Helper()
+	id, err := jtiguard.NewJTI(nil)
+	require.NoError(t, err)
+	return jtiguard.TokenRef{ID: id, IssuedAt: iat, ExpiresAt: iat.Add(ttl)}
+}
+
+func TestOneTimeTokenAcceptedOnceUnderConcurrency(t *testing.T) {
+	f := newFixture(t)
+	tok, _ := f.oneTime(t, "confirm-transfer")
+	const n = 1000
+	var wins, replays, others atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range n {
+		wg.Go(func() {
+			<-start
+			_, err := f.ver.Consume(context.Background(), tok, "confirm-transfer")
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case assert.ErrorIs(t, err, jtiguard.ErrReplayed):
+				replays.Add(1)
+			default:
+				others.Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	assert.EqualValues(t, 1, wins.Load(), "exactly one presentation wins")
+	assert.EqualValues(t, n-1, replays.Load())
+	assert.Zero(t, others.Load())
+}
+
+func TestMemoryStoreStatuses(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	s, err := jtiguard.NewMemoryStore(jtiguard.MemoryConfig{Now: clk.Now})
+	require.NoError(t, err)
+
+	r := ref(t, t0, time.Minute)
+	st, err := s.Check(ctx, r)
+	require.NoError(t, err)
+	assert.Equal(t, jtiguard.Live, st)
+
+	st, err = s.Consume(ctx, r, 7)
+	require.NoError(t, err)
+	assert.Equal(t, jtiguard.Live, st, "the first consume wins")
+	st, err = s.Consume(ctx, r, 7)
+	require.NoError(t, err)
+	assert.Equal(t, jtiguard.Live, st, "a retry of the same call (same nonce) is not a replay")
+	st, err = s.Consume(ctx, r, 8)
+	require.NoError(t, err)
+	assert.Equal(t, jtiguard.Used, st, "another call is a replay")
+	st, err = s.Check(ctx, r)
+	require.NoError(t, err)
+	assert.Equal(t, jtiguard.Used, st)
+
+	require.NoError(t, s.Revoke(ctx, r))
+	st, err = s.Consume(ctx, r, 7)
+	require.NoError(t, err)
+	assert.Equal(t, jtiguard.Revoked, st, "revocation overrides a used mark, and the old nonce no longer wins")
+
+	r2 := ref(t, t0, time.Minute)
+	require.NoError(t, s.Revoke(ctx, r2))
+	st, err = s.Consume(ctx, r2, 9)
+	require.NoError(t, err)
+	assert.Equal(t, jtiguard.Revoked, st)
+
+	// Tokens issued before the store existed cannot be vouched for.
+	old := ref(t, t0.Add(-time.Second), time.Minute)
+	st, err = s.Check(ctx, old)
+	require.NoError(t, err)
+	assert.Equal(t, jtiguard.Lost, st)
+	st, err = s.Consume(ctx, old, 1)
+	require.NoError(t, err)
+	assert.Equal(t, jtiguard.Lost, st)
+
+	clk.Advance(time.Minute)
+	st, err = s.Check(ctx, r)
+	require.NoError(t, err)
+	assert.Equal(t, jtiguard.Live, st, "past its expiry the store forgets the token (the verifier rejects it as expired)")
+	assert.Equal(t, 0, s.Sweep())
+}
+
+func TestMemoryStoreCapacityFailsClosed(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	s, err := jtiguard.NewMemoryStore(jtiguard.MemoryConfig{Capacity: 3, Now: clk.Now})
+	require.NoError(t, err)
+	held := make([]jtiguard.TokenRef, 3)
+	for i := range held {
+		held[i] = ref(t, t0, time.Minute)
+		_, err := s.Consume(ctx, held[i], 1)
+		require.NoError(t, err)
+	}
+	_, err = s.Consume(ctx, ref(t, t0, time.Minute), 1)
+	require.ErrorIs(t, err, jtiguard.ErrStoreFull)
+	require.ErrorIs(t, err, jtiguard.ErrStoreUnavailable)
+	require.ErrorIs(t, s.Revoke(ctx, ref(t, t0, time.Minute)), jtiguard.ErrStoreFull)
+	for _, r := range held {
+		st, err := s.Consume(ctx, r, 2)
+		require.NoError(t, err)
+		assert.Equal(t, jtiguard.Used, st, "nothing held is forgotten to make room")
+	}
+	// Once entries expire, room returns.
+	clk.Advance(time.Minute)
+	st, err := s.Consume(ctx, ref(t, clk.Now(), time.Minute), 1)
+	require.NoError(t, err)
+	assert.Equal(t, jtiguard.Live, st)
+	assert.Equal(t, 1, s.Len())
+}
+
+func heapAlloc() uint64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+func TestMemoryStoreMemoryReturnsAfterExpiry(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocates 200k entries")
+	}
+	ctx := context.Background()
+	clk := newClock()
+	s, err := jtiguard.NewMemoryStore(jtiguard.MemoryConfig{Now: clk.Now})
+	require.NoError(t, err)
+	base := heapAlloc()
+	const n = 200_000
+	for range n {
+		require.NoError(t, s.Revoke(ctx, ref(t, t0, time.Minute)))
+	}
+	full := heapAlloc()
+	require.Greater(t, full, base+n*32, "entries take memory")
+	t.Logf("%d entries: %.1f B/entry", n, float64(full-base)/n)
+
+	clk.Advance(time.Minute)
+	assert.Equal(t, 0, s.Sweep())
+	after := heapAlloc()
+	t.Logf("after expiry: %d B above baseline (was %d)", int64(after)-int64(base), full-base)
+	assert.Less(t, int64(after)-int64(base), int64(full-base)/10, "memory returns once entries expire")
+	runtime.KeepAlive(s)
+}

@@ -1,0 +1,281 @@
+package jtiguard
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+)
+
+// Verification limits.
+const (
+	DefaultMaxTokenSize = 8 << 10
+	DefaultLeeway       = 5 * time.Second
+	MaxLeeway           = 30 * time.Second
+	DefaultCacheSize    = 10_000
+)
+
+// VerifierConfig configures a Verifier.
+type VerifierConfig struct {
+	// Issuer is the only accepted iss. Required.
+	Issuer string
+	// Audience is this resource server's identifier; a token is accepted
+	// only if its aud contains it. Required.
+	Audience string
+	// Store holds revoked and used jti values. Default: a new MemoryStore,
+	// which protects one process only; share one Store (or use Redis) when
+	// several verifiers must agree.
+	Store Store
+	// Leeway allows for clock skew on iat and nbf (never on exp): default
+	// 5s, at most 30s.
+	Leeway time.Duration
+	// MaxLifetime caps exp-iat of accepted tokens: default and maximum
+	// MaxTTL (one hour).
+	MaxLifetime time.Duration
+	// MaxTokenSize caps the token length, checked before any decoding:
+	// default 8 KiB.
+	MaxTokenSize int
+	// CacheSize is the number of verified access tokens kept so that a token
+	// presented again skips signature verification; default 10,000, and a
+	// negative value turns the cache off. Expiry, revocation and every
+	// other check still run on each presentation.
+	CacheSize int
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Verifier checks tokens strictly (RFC 8725) and then against the Store. It
+// is safe for concurrent use. Call Close when done to stop the cache's
+// goroutines.
+//
+// What it checks, in order: size; compact encoding (exactly three canonical
+// base64url parts); a protected header of exactly alg, kid and typ, where
+// kid chooses the key, the key pins the algorithm and typ must be the
+// class the method accepts; the signature; claims as strict JSON (no
+// duplicate or case-variant registered names, numbers as integers); iss,
+// aud, exp, iat, jti present and valid, exp-iat within MaxLifetime, iat and
+// nbf not beyond Leeway in the future; then the Store: revoked, used, or
+// issued before the store's memory begins.
+type Verifier struct {
+	keys  *KeySet
+	cfg   VerifierConfig
+	cache *tokenCache
+}
+
+// NewVerifier returns a Verifier for tokens signed by keys.
+func NewVerifier(keys *KeySet, cfg VerifierConfig) (*Verifier, error) {
+	if keys == nil {
+		return nil, fmt.Errorf("%w: a key set is required", ErrConfig)
+	}
+	if cfg.Issuer == "" || cfg.Audience == "" {
+		return nil, fmt.Errorf("%w: Issuer and Audience are required", ErrConfig)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	switch {
+	case cfg.Leeway == 0:
+		cfg.Leeway = DefaultLeeway
+	case cfg.Leeway < 0 || cfg.Leeway > MaxLeeway:
+		return nil, fmt.Errorf("%w: Leeway must be between 0 and %v", ErrConfig, MaxLeeway)
+	}
+	switch {
+	case cfg.MaxLifetime == 0:
+		cfg.MaxLifetime = MaxTTL
+	case cfg.MaxLifetime < time.Second || cfg.MaxLifetime > MaxTTL:
+		return nil, fmt.Errorf("%w: MaxLifetime must be between 1s and %v", ErrConfig, MaxTTL)
+	}
+	switch {
+	case cfg.MaxTokenSize == 0:
+		cfg.MaxTokenSize = DefaultMaxTokenSize
+	case cfg.MaxTokenSize < 256:
+		return nil, fmt.Errorf("%w: MaxTokenSize below 256 bytes", ErrConfig)
+	}
+	if cfg.Store == nil {
+		s, err := NewMemoryStore(MemoryConfig{Now: cfg.Now})
+		if err != nil {
+			return nil, err
+		}
+		cfg.Store = s
+	}
+	v := &Verifier{keys: keys, cfg: cfg}
+	if cfg.CacheSize == 0 {
+		cfg.CacheSize = DefaultCacheSize
+	}
+	if cfg.CacheSize > 0 {
+		c, err := newTokenCache(cfg.CacheSize, keys)
+		if err != nil {
+			return nil, err
+		}
+		v.cache = c
+	}
+	return v, nil
+}
+
+// Close stops the verified-token cache. The Verifier must not be used after.
+func (v *Verifier) Close() {
+	if v.cache != nil {
+		v.cache.close()
+	}
+}
+
+// Store returns the store the Verifier checks.
+func (v *Verifier) Store() Store { return v.cfg.Store }
+
+// Verify checks an access token and returns its claims. A rejected token
+// yields an *Error with status 401 that matches ErrInvalidToken and the
+// specific reason (ErrExpired, ErrRevoked, ErrWrongTokenType, ...); a store
+// that cannot answer yields status 503 and ErrStoreUnavailable. Only an
+// access token (typ at+jwt) is ever accepted.
+func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
+	c, err := v.verified(token, Access)
+	if err != nil {
+		return nil, err
+	}
+	st, err := v.cfg.Store.Check(ctx, v.ref(c))
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	if st != Live {
+		return nil, reject(statusErr(st))
+	}
+	out := *c
+	return &out, nil
+}
+
+// Consume checks a one-time token issued for purpose and marks it used,
+// atomically: of any number of concurrent or later presentations of one
+// token, on this process or on any sharing the Store, exactly one succeeds;
+// the others get ErrReplayed. Only a one-time token (typ once+jwt) is ever
+// accepted.
+func (v *Verifier) Consume(ctx context.Context, token, purpose string) (*Claims, error) {
+	c, err := v.verified(token, OneTime)
+	if err != nil {
+		return nil, err
+	}
+	if c.Purpose != purpose {
+		return nil, reject(ErrWrongPurpose)
+	}
+	nonce := rand.Uint64() | 1 // never 0, which means "no nonce"
+	st, err := v.cfg.Store.Consume(ctx, v.ref(c), nonce)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	if st != Live {
+		return nil, reject(statusErr(st))
+	}
+	out := *c
+	return &out, nil
+}
+
+func statusErr(st Status) error {
+	switch st {
+	case Revoked:
+		return ErrRevoked
+	case Used:
+		return ErrReplayed
+	default:
+		return ErrStateLost
+	}
+}
+
+// ref names c to the store, keeping state until no verifier clock within
+// the leeway could still accept the token.
+func (v *Verifier) ref(c *Claims) TokenRef {
+	return TokenRef{ID: c.ID, IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt.Add(v.cfg.Leeway)}
+}
+
+// verified returns the claims of a token of class want whose signature and
+// claims hold now. The returned claims may be shared with the cache.
+func (v *Verifier) verified(token string, want TokenType) (*Claims, error) {
+	if len(token) > v.cfg.MaxTokenSize {
+		return nil, reject(ErrTokenTooLarge)
+	}
+	now := v.cfg.Now()
+	if c := v.cache.get(token, want); c != nil {
+		if err := v.checkTimes(c, now); err != nil {
+			return nil, reject(err)
+		}
+		return c, nil
+	}
+	c, key, err := v.parse(token, want)
+	if err != nil {
+		return nil, reject(err)
+	}
+	if err := v.checkClaims(c); err != nil {
+		return nil, reject(err)
+	}
+	if err := v.checkTimes(c, now); err != nil {
+		return nil, reject(err)
+	}
+	v.cache.put(token, c, key, now)
+	return c, nil
+}
+
+// parse decodes and authenticates a token; nothing of the claims is read
+// before the signature holds.
+func (v *Verifier) parse(token string, want TokenType) (*Claims, *Key, error) {
+	j, err := parseJWS(token)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := parseHeader(j.header)
+	if err != nil {
+		return nil, nil, err
+	}
+	if h.typ == 0 || (want != 0 && h.typ != want) {
+		return nil, nil, ErrWrongTokenType
+	}
+	key, ok := v.keys.Key(h.kid)
+	if !ok {
+		return nil, nil, ErrUnknownKey
+	}
+	if err := authenticate(j, h, key); err != nil {
+		return nil, nil, err
+	}
+	c := &Claims{Type: h.typ, KeyID: h.kid}
+	seen, err := parseClaims(j.payload, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	const required = cIss | cSub | cAud | cExp | cIat | cJti
+	if seen&required != required {
+		return nil, nil, ErrMissingClaim
+	}
+	return c, key, nil
+}
+
+// checkClaims checks what does not change with time.
+func (v *Verifier) checkClaims(c *Claims) error {
+	if c.Issuer != v.cfg.Issuer {
+		return ErrInvalidIssuer
+	}
+	if !slices.Contains(c.Audience, v.cfg.Audience) {
+		return ErrInvalidAudience
+	}
+	if c.Subject == "" {
+		return ErrMissingClaim
+	}
+	if life := c.ExpiresAt.Sub(c.IssuedAt); life <= 0 || life > v.cfg.MaxLifetime {
+		return ErrLifetime
+	}
+	return nil
+}
+
+// checkTimes checks exp, iat and nbf against now. exp gets no leeway: the
+// store forgets a revoked token Leeway after exp, and a token must be dead
+// on its own by then.
+func (v *Verifier) checkTimes(c *Claims, now time.Time) error {
+	if !now.Before(c.ExpiresAt) {
+		return ErrExpired
+	}
+	soon := now.Add(v.cfg.Leeway)
+	if c.IssuedAt.After(soon) {
+		return ErrIssuedInFuture
+	}
+	if c.NotBefore.After(soon) {
+		return ErrNotYetValid
+	}
+	return nil
+}
