@@ -67,14 +67,17 @@ var (
 
 // Configuration and key-loading failures.
 var (
+	// ErrInvalidKey matches every refused key: malformed, of a type that
+	// does not match its algorithm, with an unusable or duplicated kid, in a
+	// set that would mix symmetric and asymmetric keys, or weak.
+	ErrInvalidKey = newSentinel("invalid key", jwt.ErrInvalidKey)
 	// ErrWeakKey: a key is too small or otherwise unsafe (HMAC secret under 32
 	// bytes, RSA modulus under 2048 bits, public exponent too small, a known
-	// weak RSA modulus).
-	ErrWeakKey = newSentinel("weak key refused", jwt.ErrInvalidKey)
-	// ErrInvalidKey: a key is malformed, its type does not match its
-	// algorithm, its kid is unusable or duplicated, or a key set mixes
-	// symmetric and asymmetric keys.
-	ErrInvalidKey = newSentinel("invalid key", jwt.ErrInvalidKey)
+	// weak RSA modulus). It matches ErrInvalidKey.
+	ErrWeakKey error = &wrapped{msg: "jtiguard: weak key refused", err: ErrInvalidKey}
+	// ErrUnsupportedAlgorithm: a key names an algorithm other than EdDSA,
+	// ES256, RS256 and HS256. It matches ErrInvalidKey.
+	ErrUnsupportedAlgorithm error = &wrapped{msg: "jtiguard: unsupported algorithm", err: ErrInvalidKey}
 	// ErrConfig: a constructor was given an unusable configuration.
 	ErrConfig = newSentinel("invalid configuration", nil)
 )

@@ -54,7 +54,7 @@ type jws struct {
 }
 
 // parseJWS splits a compact JWS (RFC 7515 section 7.1) and decodes its three
-// parts strictly: exactly two dots, no empty part, only the base64url
+// parts strictly: exactly two dots, no empty header or signature, only the base64url
 // alphabet, no padding, canonical trailing bits.
 func parseJWS(token string) (jws, error) {
 	d1 := strings.IndexByte(token, '.')
@@ -62,7 +62,7 @@ func parseJWS(token string) (jws, error) {
 		return jws{}, ErrMalformed
 	}
 	d2 := strings.IndexByte(token[d1+1:], '.') + d1 + 1
-	if d2 <= d1+1 || d2 == len(token)-1 || strings.IndexByte(token[d2+1:], '.') >= 0 {
+	if d2 <= d1 || d2 == len(token)-1 || strings.IndexByte(token[d2+1:], '.') >= 0 {
 		return jws{}, ErrMalformed
 	}
 	if !isBase64URL(token[:d1]) || !isBase64URL(token[d1+1:d2]) || !isBase64URL(token[d2+1:]) {

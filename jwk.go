@@ -95,8 +95,12 @@ func (j *jwk) key() (*Key, error) {
 			return nil, keyErr(ErrInvalidKey, j.Kid, fmt.Sprintf("key operation %q is not for signatures", op))
 		}
 	}
-	if j.Alg == "" {
+	switch j.Alg {
+	case "":
 		return nil, keyErr(ErrInvalidKey, j.Kid, "a key must name its alg")
+	case EdDSA, ES256, RS256, HS256:
+	default:
+		return nil, keyErr(ErrUnsupportedAlgorithm, j.Kid, fmt.Sprintf("%q", j.Alg))
 	}
 	var material any
 	var err error

@@ -126,7 +126,7 @@ func NewKey(kid, alg string, material any) (*Key, error) {
 		s := append([]byte(nil), secret...)
 		k.sign, k.verify = s, s
 	default:
-		return nil, keyErr(ErrInvalidKey, kid, fmt.Sprintf("unsupported algorithm %q", alg))
+		return nil, keyErr(ErrUnsupportedAlgorithm, kid, fmt.Sprintf("%q", alg))
 	}
 	return k, nil
 }
@@ -148,7 +148,7 @@ func GenerateKey(kid, alg string) (*Key, error) {
 		_, err = rand.Read(secret)
 		material = secret
 	default:
-		return nil, keyErr(ErrInvalidKey, kid, fmt.Sprintf("unsupported algorithm %q", alg))
+		return nil, keyErr(ErrUnsupportedAlgorithm, kid, fmt.Sprintf("%q", alg))
 	}
 	if err != nil {
 		return nil, err
