@@ -3,6 +3,8 @@ package jtiguard_test
 import (
 	"crypto/ed25519"
 	"encoding/base64"
+	"io"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -37,6 +39,18 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// lockedReader makes a deterministic random source safe for concurrent use.
+type lockedReader struct {
+	mu sync.Mutex
+	r  io.Reader
+}
+
+func (l *lockedReader) Read(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.r.Read(p)
+}
+
 const (
 	testIssuer   = "https://auth.example.com"
 	testAudience = "https://api.example.com"
@@ -65,7 +79,9 @@ func newFixture(t testing.TB, cfg ...func(*jtiguard.VerifierConfig)) *fixture {
 	require.NoError(t, err)
 	f.store, err = jtiguard.NewMemoryStore(jtiguard.MemoryConfig{Now: f.clock.Now})
 	require.NoError(t, err)
-	f.issuer, err = jtiguard.NewIssuer(f.keys, jtiguard.IssuerConfig{Issuer: testIssuer, Now: f.clock.Now})
+	// A seeded jti source makes the fixture's tokens the same in every
+	// process, as the fuzzing engine's workers need.
+	f.issuer, err = jtiguard.NewIssuer(f.keys, jtiguard.IssuerConfig{Issuer: testIssuer, Now: f.clock.Now, Rand: &lockedReader{r: rand.NewChaCha8([32]byte{1})}})
 	require.NoError(t, err)
 	vc := jtiguard.VerifierConfig{Issuer: testIssuer, Audience: testAudience, Store: f.store, Now: f.clock.Now}
 	for _, c := range cfg {

@@ -74,8 +74,15 @@ func TestVerifyAcceptsIssuedToken(t *testing.T) {
 	assert.JSONEq(t, `{"a":[1,2.5e3,null,true]}`, string(c.Extra["x-custom"]))
 }
 
-func TestVerifyRejectsForgedAndMalformed(t *testing.T) {
-	f := newFixture(t)
+type forgedCase struct {
+	name  string
+	token string
+	want  error
+}
+
+// forgedCases are tokens the fixture's verifier must reject, each with the
+// reason; they also seed FuzzVerify.
+func forgedCases(t testing.TB, f *fixture) []forgedCase {
 	ed := func(h, p string) string { return signRaw(t, jwt.SigningMethodEdDSA, f.priv, h, p) }
 	good := ed(goodHeader, payload(t, ""))
 	gh, gp, gs := segments(good)
@@ -86,15 +93,13 @@ func TestVerifyRejectsForgedAndMalformed(t *testing.T) {
 	// bits: changing them keeps the bytes but breaks canonical encoding.
 	last := gs[len(gs)-1]
 	alt := map[byte]byte{'A': 'B', 'Q': 'R', 'g': 'h', 'w': 'x'}[last]
-	require.NotZero(t, alt, "unexpected last char %q", last)
+	if alt == 0 {
+		t.Fatalf("unexpected last signature char %q", last)
+	}
 
 	big := strings.Repeat("A", 1<<20)
 
-	cases := []struct {
-		name  string
-		token string
-		want  error
-	}{
+	return []forgedCase{
 		{"empty", "", jtiguard.ErrMalformed},
 		{"two parts", gh + "." + gp, jtiguard.ErrMalformed},
 		{"four parts", good + ".x", jtiguard.ErrMalformed},
@@ -161,7 +166,11 @@ func TestVerifyRejectsForgedAndMalformed(t *testing.T) {
 		{"jti with non-zero trailing bits", ed(goodHeader, payload(t, `"jti":"AAAAAAAAAAAAAAAAAAAAAB"`, "jti")), jtiguard.ErrInvalidJTI},
 		{"token of 1 MB", big + "." + big + "." + big, jtiguard.ErrTokenTooLarge},
 	}
-	for _, tc := range cases {
+}
+
+func TestVerifyRejectsForgedAndMalformed(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range forgedCases(t, f) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := f.ver.Verify(context.Background(), tc.token)
 			require.Error(t, err)

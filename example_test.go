@@ -1,0 +1,135 @@
+package jtiguard_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jtiguard/jtiguard"
+)
+
+// exampleSetup builds what a token server and an API server share: one key
+// set, one store, an issuer and a verifier. The fixed clock, key seed and
+// jti source only make the printed output stable; real code leaves Now and
+// Rand unset and loads its key from a secret store.
+func exampleSetup() (*jtiguard.Issuer, *jtiguard.Verifier) {
+	now := func() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }
+	key, err := jtiguard.NewKey("2026-11", jtiguard.EdDSA, ed25519.NewKeyFromSeed(make([]byte, 32)))
+	if err != nil {
+		panic(err)
+	}
+	keys, err := jtiguard.NewKeySet(key)
+	if err != nil {
+		panic(err)
+	}
+	store, err := jtiguard.NewMemoryStore(jtiguard.MemoryConfig{Now: now})
+	if err != nil {
+		panic(err)
+	}
+	issuer, err := jtiguard.NewIssuer(keys, jtiguard.IssuerConfig{
+		Issuer: "https://auth.example.com",
+		Now:    now,
+		Rand:   rand.NewChaCha8([32]byte{}),
+	})
+	if err != nil {
+		panic(err)
+	}
+	verifier, err := jtiguard.NewVerifier(keys, jtiguard.VerifierConfig{
+		Issuer:   "https://auth.example.com",
+		Audience: "https://api.example.com",
+		Store:    store,
+		Now:      now,
+	})
+	if err != nil {
+		panic(err)
+	}
+	return issuer, verifier
+}
+
+func ExampleIssuer_Access() {
+	issuer, verifier := exampleSetup()
+	defer verifier.Close()
+
+	token, claims, err := issuer.Access(jtiguard.Claims{
+		Subject:  "alice",
+		Audience: []string{"https://api.example.com"},
+		ClientID: "demo-client",
+		Scope:    "read write",
+	})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(len(token) > 0, claims.Type, claims.KeyID)
+	fmt.Println("jti:", claims.ID)
+	fmt.Println("expires:", claims.ExpiresAt.UTC().Format(time.TimeOnly))
+	// Output:
+	// true at+jwt 2026-11
+	// jti: 2Yd-zm02iqwab0GexifHaw
+	// expires: 12:05:00
+}
+
+func ExampleVerifier_Verify() {
+	issuer, verifier := exampleSetup()
+	defer verifier.Close()
+	token, _, _ := issuer.Access(jtiguard.Claims{Subject: "alice", Audience: []string{"https://api.example.com"}, Scope: "read"})
+
+	claims, err := verifier.Verify(context.Background(), token)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(claims.Subject, claims.HasScope("read"), claims.HasScope("write"))
+
+	// Any change to the token is refused, with a reason an HTTP layer maps
+	// to 401 invalid_token.
+	_, err = verifier.Verify(context.Background(), token+"x")
+	var e *jtiguard.Error
+	if errors.As(err, &e) {
+		fmt.Println(e.Status, e.Code, errors.Is(err, jtiguard.ErrInvalidToken))
+	}
+	// Output:
+	// alice true false
+	// 401 invalid_token true
+}
+
+func ExampleVerifier_Revoke() {
+	issuer, verifier := exampleSetup()
+	defer verifier.Close()
+	ctx := context.Background()
+	token, _, _ := issuer.Access(jtiguard.Claims{Subject: "alice", Audience: []string{"https://api.example.com"}})
+
+	if err := verifier.Revoke(ctx, token); err != nil {
+		panic(err)
+	}
+	_, err := verifier.Verify(ctx, token)
+	fmt.Println(errors.Is(err, jtiguard.ErrRevoked), err)
+	// Output:
+	// true jtiguard: token revoked
+}
+
+func ExampleVerifier_Consume() {
+	issuer, verifier := exampleSetup()
+	defer verifier.Close()
+	ctx := context.Background()
+	link, _, _ := issuer.OneTime(jtiguard.Claims{
+		Subject:  "alice",
+		Audience: []string{"https://api.example.com"},
+		Purpose:  "confirm-email",
+	})
+
+	_, err := verifier.Consume(ctx, link, "delete-account")
+	fmt.Println("other purpose:", err)
+	claims, err := verifier.Consume(ctx, link, "confirm-email")
+	fmt.Println("first use:", claims.Subject, err)
+	_, err = verifier.Consume(ctx, link, "confirm-email")
+	fmt.Println("second use:", err)
+	_, err = verifier.Verify(ctx, link)
+	fmt.Println("as access token:", err)
+	// Output:
+	// other purpose: jtiguard: token issued for another purpose
+	// first use: alice <nil>
+	// second use: jtiguard: token already used
+	// as access token: jtiguard: wrong token type
+}
