@@ -27,22 +27,41 @@ var (
 	// ErrInvalidToken matches every rejection of a token (HTTP 401 invalid_token).
 	ErrInvalidToken = newSentinel("invalid token", nil)
 
-	ErrTokenTooLarge   = newSentinel("token too large", jwt.ErrTokenMalformed)
-	ErrMalformed       = newSentinel("malformed token", jwt.ErrTokenMalformed)
-	ErrWrongTokenType  = newSentinel("wrong token type", jwt.ErrTokenMalformed)
-	ErrUnknownKey      = newSentinel("unknown signing key", jwt.ErrTokenUnverifiable)
-	ErrAlgorithm       = newSentinel("algorithm not allowed for this key", jwt.ErrTokenSignatureInvalid)
-	ErrSignature       = newSentinel("invalid signature", jwt.ErrTokenSignatureInvalid)
-	ErrInvalidClaims   = newSentinel("invalid claims", jwt.ErrTokenInvalidClaims)
-	ErrMissingClaim    = newSentinel("required claim missing", jwt.ErrTokenRequiredClaimMissing)
-	ErrInvalidJTI      = newSentinel("invalid jti", jwt.ErrTokenInvalidId)
-	ErrInvalidIssuer   = newSentinel("invalid issuer", jwt.ErrTokenInvalidIssuer)
+	// ErrTokenTooLarge: the token exceeds MaxTokenSize; nothing was decoded.
+	ErrTokenTooLarge = newSentinel("token too large", jwt.ErrTokenMalformed)
+	// ErrMalformed: not a canonical compact JWS with a strict JSON header
+	// of alg, kid and typ only, or claims that are not a JSON object.
+	ErrMalformed = newSentinel("malformed token", jwt.ErrTokenMalformed)
+	// ErrWrongTokenType: typ is missing, unknown, or another class than
+	// the one the method accepts.
+	ErrWrongTokenType = newSentinel("wrong token type", jwt.ErrTokenMalformed)
+	// ErrUnknownKey: no key in the set has the token's kid (or it has none).
+	ErrUnknownKey = newSentinel("unknown signing key", jwt.ErrTokenUnverifiable)
+	// ErrAlgorithm: the header's alg is not the one the key is pinned to.
+	ErrAlgorithm = newSentinel("algorithm not allowed for this key", jwt.ErrTokenSignatureInvalid)
+	// ErrSignature: the signature does not verify.
+	ErrSignature = newSentinel("invalid signature", jwt.ErrTokenSignatureInvalid)
+	// ErrInvalidClaims: a registered claim has the wrong type, appears
+	// twice, or has a case variant beside it.
+	ErrInvalidClaims = newSentinel("invalid claims", jwt.ErrTokenInvalidClaims)
+	// ErrMissingClaim: iss, sub, aud, exp, iat or jti is missing.
+	ErrMissingClaim = newSentinel("required claim missing", jwt.ErrTokenRequiredClaimMissing)
+	// ErrInvalidJTI: the jti is not of the shape this package issues.
+	ErrInvalidJTI = newSentinel("invalid jti", jwt.ErrTokenInvalidId)
+	// ErrInvalidIssuer: iss is not the configured issuer.
+	ErrInvalidIssuer = newSentinel("invalid issuer", jwt.ErrTokenInvalidIssuer)
+	// ErrInvalidAudience: aud does not contain the configured audience.
 	ErrInvalidAudience = newSentinel("invalid audience", jwt.ErrTokenInvalidAudience)
-	ErrWrongPurpose    = newSentinel("token issued for another purpose", jwt.ErrTokenInvalidAudience)
-	ErrExpired         = newSentinel("token expired", jwt.ErrTokenExpired)
-	ErrNotYetValid     = newSentinel("token not valid yet", jwt.ErrTokenNotValidYet)
-	ErrIssuedInFuture  = newSentinel("token issued in the future", jwt.ErrTokenUsedBeforeIssued)
-	ErrLifetime        = newSentinel("token lifetime exceeds the maximum", jwt.ErrTokenInvalidClaims)
+	// ErrWrongPurpose: a one-time token presented for another purpose.
+	ErrWrongPurpose = newSentinel("token issued for another purpose", jwt.ErrTokenInvalidAudience)
+	// ErrExpired: exp has passed.
+	ErrExpired = newSentinel("token expired", jwt.ErrTokenExpired)
+	// ErrNotYetValid: nbf is beyond the leeway in the future.
+	ErrNotYetValid = newSentinel("token not valid yet", jwt.ErrTokenNotValidYet)
+	// ErrIssuedInFuture: iat is beyond the leeway in the future.
+	ErrIssuedInFuture = newSentinel("token issued in the future", jwt.ErrTokenUsedBeforeIssued)
+	// ErrLifetime: exp is not after iat, or exp-iat exceeds MaxLifetime.
+	ErrLifetime = newSentinel("token lifetime exceeds the maximum", jwt.ErrTokenInvalidClaims)
 
 	// ErrRevoked: the token's jti was revoked before its expiry.
 	ErrRevoked = newSentinel("token revoked", nil)

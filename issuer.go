@@ -9,9 +9,12 @@ import (
 // Lifetime defaults and hard caps. Short lifetimes are what make a stolen
 // access token worth little; revocation covers the rest of its life.
 const (
-	DefaultAccessTTL  = 5 * time.Minute
+	// DefaultAccessTTL is the lifetime of access tokens unless configured.
+	DefaultAccessTTL = 5 * time.Minute
+	// DefaultOneTimeTTL is the lifetime of one-time tokens unless configured.
 	DefaultOneTimeTTL = 5 * time.Minute
-	MaxTTL            = time.Hour
+	// MaxTTL caps every token lifetime, at issuance and at verification.
+	MaxTTL = time.Hour
 )
 
 // IssuerConfig configures an Issuer.

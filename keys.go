@@ -18,18 +18,26 @@ import (
 
 // The signing algorithms a Key can be pinned to.
 const (
-	EdDSA = "EdDSA" // Ed25519, the default
-	ES256 = "ES256" // ECDSA P-256 with SHA-256
-	RS256 = "RS256" // RSASSA-PKCS1-v1_5 with SHA-256, modulus of 2048 bits or more
-	HS256 = "HS256" // HMAC SHA-256, secret of 32 bytes or more
+	// EdDSA is Ed25519 (RFC 8037), the default: small keys, fast, and
+	// signatures that cannot be re-encoded.
+	EdDSA = "EdDSA"
+	// ES256 is ECDSA on P-256 with SHA-256.
+	ES256 = "ES256"
+	// RS256 is RSASSA-PKCS1-v1_5 with SHA-256, modulus of 2048 bits or more.
+	RS256 = "RS256"
+	// HS256 is HMAC SHA-256 with a secret of 32 bytes or more; every
+	// verifier then holds the signing secret.
+	HS256 = "HS256"
 )
 
 // Key limits enforced at load.
 const (
-	MinHMACSecret = 32   // bytes
-	MinRSABits    = 2048 // bits
-	maxRSABits    = 8192 // bits: bounds the cost of one verification
-	maxKIDLen     = 128
+	// MinHMACSecret is the shortest HS256 secret accepted, in bytes.
+	MinHMACSecret = 32
+	// MinRSABits is the smallest RSA modulus accepted, in bits.
+	MinRSABits = 2048
+	maxRSABits = 8192 // bounds the cost of one verification
+	maxKIDLen  = 128
 )
 
 // Key is a signing or verification key pinned to one algorithm and named by

@@ -3,6 +3,7 @@ package jtiguard
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -93,12 +94,19 @@ type MemoryStore struct {
 	capacity int64
 	now      func() time.Time
 	epoch    int64 // unix seconds; tokens issued before are Lost
-	lastFull atomic.Int64
+	lastFull atomic.Uint32
 }
 
+// clock converts t to seconds since the store's epoch, clamped to uint32
+// (136 years).
+func (s *MemoryStore) clock(t time.Time) uint32 {
+	return uint32(min(max(t.Unix()-s.epoch, 0), math.MaxUint32))
+}
+
+// memEntry is 16 bytes, so a map slot with its 16-byte key is 32.
 type memEntry struct {
-	exp    int64 // unix seconds
 	nonce  uint64
+	exp    uint32 // seconds since the store's epoch
 	status Status
 }
 
@@ -106,7 +114,7 @@ type memShard struct {
 	mu        sync.RWMutex
 	m         map[JTI]memEntry
 	peak      int
-	nextSweep int64
+	nextSweep uint32
 	_         [32]byte // keep shards on separate cache lines
 }
 
@@ -142,7 +150,7 @@ func (s *MemoryStore) Check(ctx context.Context, t TokenRef) (Status, error) {
 	sh.mu.RLock()
 	e, ok := sh.m[t.ID]
 	sh.mu.RUnlock()
-	if !ok || e.exp <= s.now().Unix() {
+	if !ok || e.exp <= s.clock(s.now()) {
 		return Live, nil
 	}
 	return e.status, nil
@@ -172,8 +180,7 @@ func (s *MemoryStore) Revoke(ctx context.Context, t TokenRef) error {
 // reports Live to the caller whose insert (or whose nonce) holds; for
 // Revoked it overwrites.
 func (s *MemoryStore) write(t TokenRef, status Status, nonce uint64) (Status, error) {
-	now := s.now().Unix()
-	exp := t.ExpiresAt.Unix()
+	now, exp := s.clock(s.now()), s.clock(t.ExpiresAt)
 	if exp <= now {
 		// Expired tokens are rejected on their own; nothing to remember.
 		if status == Used {
@@ -218,7 +225,7 @@ func (s *MemoryStore) write(t TokenRef, status Status, nonce uint64) (Status, er
 
 // makeRoom sweeps expired entries when the store is at capacity: the held
 // shard first, then, at most once per second, every shard.
-func (s *MemoryStore) makeRoom(held *memShard, now int64) bool {
+func (s *MemoryStore) makeRoom(held *memShard, now uint32) bool {
 	s.sweepLocked(held, now)
 	if s.count.Load() < s.capacity {
 		return true
@@ -239,7 +246,7 @@ func (s *MemoryStore) makeRoom(held *memShard, now int64) bool {
 
 // sweepLocked drops expired entries from sh, and rebuilds the map once it
 // holds under a quarter of its peak, since Go maps never shrink.
-func (s *MemoryStore) sweepLocked(sh *memShard, now int64) {
+func (s *MemoryStore) sweepLocked(sh *memShard, now uint32) {
 	dropped := 0
 	for id, e := range sh.m {
 		if e.exp <= now {
@@ -261,7 +268,7 @@ func (s *MemoryStore) sweepLocked(sh *memShard, now int64) {
 // left. The store also sweeps by itself as it is written to; call Sweep
 // from a ticker if it may sit idle after a burst and the memory matters.
 func (s *MemoryStore) Sweep() int {
-	now := s.now().Unix()
+	now := s.clock(s.now())
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()

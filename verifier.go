@@ -10,10 +10,14 @@ import (
 
 // Verification limits.
 const (
+	// DefaultMaxTokenSize caps the token length unless configured (8 KiB).
 	DefaultMaxTokenSize = 8 << 10
-	DefaultLeeway       = 5 * time.Second
-	MaxLeeway           = 30 * time.Second
-	DefaultCacheSize    = 10_000
+	// DefaultLeeway is the clock-skew allowance on iat and nbf.
+	DefaultLeeway = 5 * time.Second
+	// MaxLeeway is the largest clock-skew allowance accepted.
+	MaxLeeway = 30 * time.Second
+	// DefaultCacheSize is the number of verified tokens cached.
+	DefaultCacheSize = 10_000
 )
 
 // VerifierConfig configures a Verifier.

@@ -1,0 +1,70 @@
+// Package jtiguard issues short-lived JWTs and makes stolen, replayed or
+// revoked tokens useless.
+//
+// # Threat model
+//
+// An attacker can read tokens in transit or at rest on a client (logs, a
+// compromised browser extension, a leaked backup), replay them, re-encode
+// them, alter them, and sign tokens of their own with any algorithm and any
+// embedded key. The attacker cannot read the issuer's private keys or the
+// store. jtiguard's answer:
+//
+//   - Tokens are short-lived (access tokens 5 minutes by default, one hour
+//     at most) and identified by a random 128-bit jti.
+//   - Verification is strict (RFC 8725): the kid chooses the key, the key
+//     pins the algorithm, and nothing in the token can choose a key or an
+//     algorithm (alg "none", HMAC with a public key, jwk, jku, x5u, x5c and
+//     crit are refused). Encoding is canonical (no padding, no line breaks,
+//     no spare bits), claims are strict JSON (no duplicate or case-variant
+//     registered claims, numbers as integers), iss, sub, aud, exp, iat and
+//     jti are required, exp-iat is capped, the size is capped before any
+//     decoding, and every token carries its class in typ: an access token
+//     ("at+jwt") never stands in for a one-time token ("once+jwt") or the
+//     reverse.
+//   - State is keyed on the jti, never on the token text or its signature
+//     (which an attacker can re-encode, and for ES256 re-sign as s -> n-s),
+//     and held in a Store: a revoked jti is rejected until its token
+//     expires, a one-time jti is accepted exactly once, atomically.
+//
+// # Guarantees
+//
+//  1. Strict verification, as above; each rejection is an *Error whose
+//     reason matches a sentinel (ErrExpired, ErrRevoked, ErrWrongTokenType,
+//     ...) and ErrInvalidToken, with HTTP status 401.
+//  2. One-time means once: of N concurrent presentations of a one-time
+//     token, on one process or across processes sharing a Store, exactly
+//     one is accepted.
+//  3. Revoked means revoked, on every verifier sharing the Store, from the
+//     moment Revoke returns until the token's expiry.
+//  4. Fail closed: when the store cannot answer (down, timing out, full, or
+//     the request's context is done) verification returns
+//     ErrStoreUnavailable with status 503, never a pass; a store that lost
+//     its memory (a MemoryStore after a restart) rejects tokens issued
+//     before the loss (ErrStateLost).
+//  5. Nothing secret in errors: error texts never contain a token.
+//
+// What replay protection does not cover: a stolen access token is usable by
+// the thief until it expires or is revoked, like any bearer token; binding
+// tokens to a client key (DPoP, mTLS) is what prevents that, and short
+// lifetimes are what bound it.
+//
+// # Quick start
+//
+//	key, _ := jtiguard.GenerateKey("2026-11", jtiguard.EdDSA)
+//	keys, _ := jtiguard.NewKeySet(key)
+//	store, _ := jtiguard.NewMemoryStore(jtiguard.MemoryConfig{})
+//	issuer, _ := jtiguard.NewIssuer(keys, jtiguard.IssuerConfig{Issuer: "https://auth.example.com"})
+//	verifier, _ := jtiguard.NewVerifier(keys, jtiguard.VerifierConfig{
+//		Issuer:   "https://auth.example.com",
+//		Audience: "https://api.example.com",
+//		Store:    store,
+//	})
+//	defer verifier.Close()
+//
+//	token, _, _ := issuer.Access(jtiguard.Claims{Subject: "alice", Audience: []string{"https://api.example.com"}})
+//	claims, err := verifier.Verify(ctx, token) // claims.Subject == "alice"
+//	err = verifier.Revoke(ctx, token)         // rejected from now on, everywhere the store is shared
+//
+// Keys rotate through the KeySet: Add the next key (it appears in JWKS),
+// Rotate to it, and Retire the old one once its tokens have expired.
+package jtiguard
