@@ -138,14 +138,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 		return nil, err
 	}
 	st, err := v.cfg.Store.Check(ctx, v.ref(c))
-	if err != nil {
-		return nil, unavailable(err)
-	}
-	if st != Live {
-		return nil, reject(statusErr(st))
-	}
-	out := *c
-	return &out, nil
+	return settle(c, st, err)
 }
 
 // Consume checks a one-time token issued for purpose and marks it used,
@@ -163,24 +156,24 @@ func (v *Verifier) Consume(ctx context.Context, token, purpose string) (*Claims,
 	}
 	nonce := rand.Uint64() | 1 // never 0, which means "no nonce"
 	st, err := v.cfg.Store.Consume(ctx, v.ref(c), nonce)
-	if err != nil {
-		return nil, unavailable(err)
-	}
-	if st != Live {
-		return nil, reject(statusErr(st))
-	}
-	out := *c
-	return &out, nil
+	return settle(c, st, err)
 }
 
-func statusErr(st Status) error {
-	switch st {
-	case Revoked:
-		return ErrRevoked
-	case Used:
-		return ErrReplayed
+// settle turns the store's answer into the result: a copy of the claims
+// (the cache keeps the original) only for Live, and never a pass on error.
+func settle(c *Claims, st Status, err error) (*Claims, error) {
+	switch {
+	case err != nil:
+		return nil, unavailable(err)
+	case st == Live:
+		out := *c
+		return &out, nil
+	case st == Revoked:
+		return nil, reject(ErrRevoked)
+	case st == Used:
+		return nil, reject(ErrReplayed)
 	default:
-		return ErrStateLost
+		return nil, reject(ErrStateLost)
 	}
 }
 
