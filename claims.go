@@ -21,9 +21,16 @@ const (
 	// OneTime is an action token accepted once, for one purpose (typ
 	// "once+jwt"): a confirmation link, a transfer approval.
 	OneTime
+	// Refresh is a refresh token (typ "refresh+jwt"): only Sessions.Refresh
+	// accepts it, once, and its audience is the issuer itself.
+	Refresh
+	// Step is a pre-authentication step token (typ "step+jwt"), such as
+	// "password checked, second factor pending": only the named next step
+	// accepts it, once, and its audience is the issuer itself.
+	Step
 )
 
-var typNames = [...]string{Access: "at+jwt", OneTime: "once+jwt"}
+var typNames = [...]string{Access: "at+jwt", OneTime: "once+jwt", Refresh: "refresh+jwt", Step: "step+jwt"}
 
 // String returns the header typ value of t.
 func (t TokenType) String() string {
@@ -59,7 +66,13 @@ type Claims struct {
 
 	ClientID string    // client_id (RFC 9068)
 	Scope    string    // scope, space-separated (RFC 9068)
-	Session  string    // sid: the session this token belongs to, if any
+	// Session (sid) and Generation (gen) tie a token to its session family
+	// and to the family's state when it was minted. Only Sessions sets
+	// them; a token that carries a sid is checked against its family on
+	// every verification.
+	Session    string // sid
+	Generation uint64 // gen
+	sid        JTI    // Session, parsed
 	ACR      string    // acr: authentication context class
 	AMR      []string  // amr: authentication methods
 	AuthTime time.Time // auth_time: when the user last authenticated
@@ -97,11 +110,12 @@ const (
 	cAmr
 	cAuthTime
 	cPurpose
+	cGen
 )
 
 var claimNames = []string{
 	"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "client_id", "scope",
-	"sid", "acr", "amr", "auth_time", "purpose",
+	"sid", "acr", "amr", "auth_time", "purpose", "gen",
 }
 
 // registeredName reports whether n equals a registered claim name, or
@@ -185,8 +199,17 @@ func (c *Claims) readMember(r *jsonReader, name string) (bit int, err error) {
 		c.Scope, err = r.str()
 		bit = cScope
 	case "sid":
-		c.Session, err = r.str()
+		var s string
+		if s, err = r.str(); err == nil {
+			if c.sid, err = ParseJTI(s); err != nil {
+				return 0, ErrInvalidClaims // a sid is always of our shape
+			}
+			c.Session = s
+		}
 		bit = cSid
+	case "gen":
+		n, err = r.uint()
+		c.Generation, bit = uint64(n), cGen
 	case "acr":
 		c.ACR, err = r.str()
 		bit = cAcr
@@ -248,6 +271,7 @@ func appendClaims(b []byte, c *Claims) []byte {
 	}
 	if c.Session != "" {
 		w.str("sid", c.Session)
+		w.int("gen", int64(c.Generation))
 	}
 	if c.ACR != "" {
 		w.str("acr", c.ACR)

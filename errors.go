@@ -3,6 +3,7 @@ package jtiguard
 import (
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -67,6 +68,16 @@ var (
 	ErrRevoked = newSentinel("token revoked", nil)
 	// ErrReplayed: a one-time token was presented after its one use.
 	ErrReplayed = newSentinel("token already used", nil)
+	// ErrSessionEnded: the token's session family has ended (logout,
+	// logout-all, absolute or idle expiry) or is unknown.
+	ErrSessionEnded = newSentinel("session ended", nil)
+	// ErrRefreshReused: a superseded refresh token of the token's family was
+	// presented, so the whole family was revoked. Alert on it: either a
+	// client lost a response or a refresh token was stolen.
+	ErrRefreshReused = newSentinel("refresh token reused: session revoked", nil)
+	// ErrSuperseded: the token predates a change of its session (step-up,
+	// password, role or scope change) and is no longer accepted.
+	ErrSuperseded = newSentinel("token superseded by a change to its session", nil)
 	// ErrStateLost: the token was issued before the store's memory begins (the
 	// store restarted empty or was flushed), so nothing can vouch that it was
 	// not revoked or used. The client must obtain a new token.
@@ -109,8 +120,9 @@ type wrapped struct {
 func (w *wrapped) Error() string { return w.msg }
 func (w *wrapped) Unwrap() error { return w.err }
 
-// Error is the error returned by verification. It carries the OAuth 2.0
-// error code and HTTP status a server should answer with (RFC 6750 section 3.1) and
+// Error is the error returned by verification and Require. It carries the
+// OAuth 2.0 error code and HTTP status a server should answer with (RFC 6750
+// section 3.1, RFC 9470) and
 // a description that is safe to send to the client: it never contains the
 // token or any part of it.
 //
@@ -123,6 +135,13 @@ type Error struct {
 	Code string
 	// Description is a short human-readable reason, safe for clients.
 	Description string
+	// ACRValues and MaxAge are what an insufficient_user_authentication
+	// challenge asks for (RFC 9470): space-separated acr values, and the
+	// maximum authentication age (zero: none).
+	ACRValues string
+	MaxAge    time.Duration
+	// Scope is what an insufficient_scope challenge asks for.
+	Scope string
 
 	kind  error // one of the sentinels
 	cause error // an underlying error (store failure), may be nil
@@ -140,7 +159,7 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() []error {
 	errs := make([]error, 0, 3)
 	errs = append(errs, e.kind)
-	if e.Status == http.StatusUnauthorized {
+	if e.Code == codeInvalidToken {
 		errs = append(errs, ErrInvalidToken)
 	}
 	if e.cause != nil {
@@ -148,6 +167,14 @@ func (e *Error) Unwrap() []error {
 	}
 	return errs
 }
+
+// OAuth 2.0 error codes (RFC 6750 section 3.1, RFC 9470 section 3).
+const (
+	codeInvalidToken      = "invalid_token"
+	codeInsufficientScope = "insufficient_scope"
+	codeInsufficientAuth  = "insufficient_user_authentication"
+	codeUnavailable       = "temporarily_unavailable"
+)
 
 // rejections holds one immutable *Error per rejection sentinel, so that the
 // rejection path does not allocate.
@@ -157,9 +184,10 @@ var rejections = func() map[error]*Error {
 		ErrTokenTooLarge, ErrMalformed, ErrWrongTokenType, ErrUnknownKey, ErrAlgorithm,
 		ErrSignature, ErrInvalidClaims, ErrMissingClaim, ErrInvalidJTI, ErrInvalidIssuer,
 		ErrInvalidAudience, ErrWrongPurpose, ErrExpired, ErrNotYetValid, ErrIssuedInFuture,
-		ErrLifetime, ErrRevoked, ErrReplayed, ErrStateLost,
+		ErrLifetime, ErrRevoked, ErrReplayed, ErrStateLost, ErrSessionEnded, ErrRefreshReused,
+		ErrSuperseded,
 	} {
-		m[k] = &Error{Status: http.StatusUnauthorized, Code: "invalid_token", Description: k.(*sentinel).msg, kind: k}
+		m[k] = &Error{Status: http.StatusUnauthorized, Code: codeInvalidToken, Description: k.(*sentinel).msg, kind: k}
 	}
 	return m
 }()
@@ -175,7 +203,7 @@ func unavailable(cause error) *Error {
 	}
 	return &Error{
 		Status:      http.StatusServiceUnavailable,
-		Code:        "temporarily_unavailable",
+		Code:        codeUnavailable,
 		Description: "token store unavailable",
 		kind:        kind,
 		cause:       cause,

@@ -75,10 +75,12 @@ func ttl(d, def time.Duration, name string) (time.Duration, error) {
 }
 
 // Access mints an access token (RFC 9068) for c.Subject and c.Audience,
-// with the optional client_id, scope, sid, acr, amr, auth_time and Extra
-// claims of c. The Issuer sets iss, iat, exp and a fresh random jti; c must
-// leave Type, Issuer, IssuedAt, ExpiresAt, NotBefore, ID and Purpose empty.
-// It returns the token and its claims as a verifier will see them.
+// with the optional client_id, scope, acr, amr, auth_time and Extra claims
+// of c. The Issuer sets iss, iat, exp and a fresh random jti; c must leave
+// Type, KeyID, Issuer, IssuedAt, ExpiresAt, NotBefore, ID, Session,
+// Generation and Purpose empty. Tokens of a session (sid) are minted by
+// Sessions, which records the session they belong to. It returns the token
+// and its claims as a verifier will see them.
 func (i *Issuer) Access(c Claims) (string, *Claims, error) {
 	if c.Purpose != "" {
 		return "", nil, fmt.Errorf("%w: access tokens carry no purpose", ErrConfig)
@@ -87,9 +89,9 @@ func (i *Issuer) Access(c Claims) (string, *Claims, error) {
 }
 
 // OneTime mints a one-time token for c.Purpose (for example
-// "confirm-transfer"): a verifier accepts it once, for that purpose only,
-// within its short lifetime. Subject and Audience are required as for
-// Access.
+// "confirm-transfer"): a verifier's Consume accepts it once, for that
+// purpose only, within its short lifetime. Subject and Audience are
+// required as for Access.
 func (i *Issuer) OneTime(c Claims) (string, *Claims, error) {
 	if c.Purpose == "" {
 		return "", nil, fmt.Errorf("%w: a one-time token needs a Purpose", ErrConfig)
@@ -97,10 +99,23 @@ func (i *Issuer) OneTime(c Claims) (string, *Claims, error) {
 	return i.mint(OneTime, c, i.cfg.OneTimeTTL)
 }
 
+// Step mints a pre-authentication step token for c.Subject: proof that a
+// first step (say, the password) succeeded, accepted once and only by
+// Sessions.CompleteStep for the step named c.Purpose (say, "mfa"). It is
+// never an access token, its audience is the issuer itself (leave Audience
+// empty), and it lives OneTimeTTL.
+func (i *Issuer) Step(c Claims) (string, *Claims, error) {
+	if c.Purpose == "" || len(c.Audience) != 0 {
+		return "", nil, fmt.Errorf("%w: a step token needs a Purpose (the step) and no Audience", ErrConfig)
+	}
+	c.Audience = []string{i.cfg.Issuer}
+	return i.mint(Step, c, i.cfg.OneTimeTTL)
+}
+
 func (i *Issuer) mint(t TokenType, c Claims, ttl time.Duration) (string, *Claims, error) {
 	if c.Type != 0 || c.Issuer != "" || !c.IssuedAt.IsZero() || !c.ExpiresAt.IsZero() ||
-		!c.NotBefore.IsZero() || !c.ID.IsZero() || c.KeyID != "" {
-		return "", nil, fmt.Errorf("%w: Type, KeyID, Issuer, IssuedAt, ExpiresAt, NotBefore and ID are set by the Issuer", ErrConfig)
+		!c.NotBefore.IsZero() || !c.ID.IsZero() || c.KeyID != "" || c.Session != "" || c.Generation != 0 {
+		return "", nil, fmt.Errorf("%w: Type, KeyID, Issuer, IssuedAt, ExpiresAt, NotBefore, ID, Session and Generation are set by the Issuer", ErrConfig)
 	}
 	if c.Subject == "" || len(c.Audience) == 0 {
 		return "", nil, fmt.Errorf("%w: Subject and Audience are required", ErrConfig)
@@ -113,20 +128,37 @@ func (i *Issuer) mint(t TokenType, c Claims, ttl time.Duration) (string, *Claims
 	if err := c.checkText(); err != nil {
 		return "", nil, fmt.Errorf("%w: claim text must be valid UTF-8 and Extra must be valid JSON under unregistered names", err)
 	}
-	id, err := NewJTI(i.cfg.Rand)
+	id, err := i.newJTI()
 	if err != nil {
-		return "", nil, fmt.Errorf("jtiguard: reading random jti: %w", err)
+		return "", nil, err
 	}
-	key := i.keys.Signer()
-	now := i.cfg.Now().Truncate(time.Second)
-	c.Type, c.KeyID, c.Issuer, c.ID = t, key.kid, i.cfg.Issuer, id
+	now := i.now()
+	c.Issuer, c.ID = i.cfg.Issuer, id
 	c.IssuedAt, c.ExpiresAt = now, now.Add(ttl)
 	if !c.AuthTime.IsZero() {
 		c.AuthTime = c.AuthTime.Truncate(time.Second)
 	}
-	tok, err := signJWS(key, t, appendClaims(make([]byte, 0, 256), &c))
+	return i.sign(t, &c)
+}
+
+// now is the issuer's clock at token precision.
+func (i *Issuer) now() time.Time { return i.cfg.Now().Truncate(time.Second) }
+
+func (i *Issuer) newJTI() (JTI, error) {
+	id, err := NewJTI(i.cfg.Rand)
+	if err != nil {
+		return JTI{}, fmt.Errorf("jtiguard: reading random jti: %w", err)
+	}
+	return id, nil
+}
+
+// sign signs c, complete but for Type and KeyID, with the active key.
+func (i *Issuer) sign(t TokenType, c *Claims) (string, *Claims, error) {
+	key := i.keys.Signer()
+	c.Type, c.KeyID = t, key.kid
+	tok, err := signJWS(key, t, appendClaims(make([]byte, 0, 320), c))
 	if err != nil {
 		return "", nil, err
 	}
-	return tok, &c, nil
+	return tok, c, nil
 }

@@ -23,6 +23,7 @@ func TestIssuerRefusesWhatItMustSet(t *testing.T) {
 		"caller-set jti":      {Subject: "alice", Audience: aud, ID: jtiguard.JTI{1}},
 		"caller-set exp":      {Subject: "alice", Audience: aud, ExpiresAt: t0.Add(time.Hour)},
 		"caller-set iss":      {Subject: "alice", Audience: aud, Issuer: "https://evil.example"},
+		"caller-set sid":      {Subject: "alice", Audience: aud, Session: "AAAAAAAAAAAAAAAAAAAAAA"},
 		"purpose on access":   {Subject: "alice", Audience: aud, Purpose: "x"},
 		"extra named exp":     {Subject: "alice", Audience: aud, Extra: map[string]json.RawMessage{"exp": json.RawMessage(`1`)}},
 		"extra named EXP":     {Subject: "alice", Audience: aud, Extra: map[string]json.RawMessage{"EXP": json.RawMessage(`1`)}},
@@ -53,7 +54,6 @@ func TestIssuedClaimsRoundTrip(t *testing.T) {
 			Audience: []string{testAudience, "https://other.example"},
 			ClientID: "demo-client",
 			Scope:    "read write",
-			Session:  "sess-1",
 			ACR:      "urn:example:mfa",
 			AMR:      []string{"pwd", "otp"},
 			AuthTime: t0.Add(-time.Minute),
@@ -68,7 +68,6 @@ func TestIssuedClaimsRoundTrip(t *testing.T) {
 			assert.Equal(t, in.Audience, got.Audience)
 			assert.Equal(t, in.ClientID, got.ClientID)
 			assert.Equal(t, in.Scope, got.Scope)
-			assert.Equal(t, in.Session, got.Session)
 			assert.Equal(t, in.ACR, got.ACR)
 			assert.Equal(t, in.AMR, got.AMR)
 			assert.Equal(t, in.AuthTime.Unix(), got.AuthTime.Unix())

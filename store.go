@@ -2,11 +2,7 @@ package jtiguard
 
 import (
 	"context"
-	"fmt"
-	"math"
-	"sync"
-	"sync/atomic"
-	"time"
+		"time"
 )
 
 // Status is what a store knows of one token.
@@ -22,6 +18,15 @@ const (
 	// Lost: the token was issued before the store's memory begins (a store
 	// restarted empty or flushed), so the store cannot vouch for it.
 	Lost
+	// Ended: the token's session family has ended (logout, expiry, idle
+	// timeout) or is unknown to the store.
+	Ended
+	// Reused: the token's family was revoked because a superseded refresh
+	// token of it was presented.
+	Reused
+	// Superseded: the token predates a change of its family's generation
+	// (step-up, password or role change).
+	Superseded
 )
 
 // TokenRef names one token to a store: its jti and the times that bound its
@@ -32,6 +37,11 @@ type TokenRef struct {
 	ID        JTI
 	IssuedAt  time.Time
 	ExpiresAt time.Time
+	// Session and Generation name the token's family (zero: none). A
+	// token of a family is Live only while the family is live and at
+	// exactly this generation.
+	Session    JTI
+	Generation uint64
 }
 
 // Store keeps the state that makes a validly signed token dead: revoked and
@@ -47,11 +57,13 @@ type TokenRef struct {
 // its data must answer Lost for tokens issued before the loss instead of
 // Live.
 type Store interface {
-	// Check reports the token's status. It changes nothing.
+	// Check reports the token's status: its jti first (Revoked, Used),
+	// then its family if it has one (Ended, Reused, Superseded). It changes
+	// nothing. A shared store reads both in one round trip.
 	Check(ctx context.Context, t TokenRef) (Status, error)
-	// Consume marks the token used if it is Live and reports Live for the
-	// one call that did so; every other call sees Used (or Revoked, or
-	// Lost). A call repeated with the same nonce, as a client library
+	// Consume marks the token used if Check would report Live, and
+	// reports Live for the one call that did so; every other call sees Used
+	// (or what Check would report). A call repeated with the same nonce, as a client library
 	// retries a command whose reply was lost, recognizes its own earlier
 	// write and reports Live again, so a retry never turns an honest
 	// first use into a replay.
@@ -61,224 +73,72 @@ type Store interface {
 	Revoke(ctx context.Context, t TokenRef) error
 }
 
-// MemoryConfig configures a MemoryStore. The zero value is usable.
-type MemoryConfig struct {
-	// Capacity bounds the number of entries (revoked or used tokens not yet
-	// expired). At capacity the store refuses to record more, returning
-	// ErrStoreFull, rather than forget live state. Default 1,000,000
-	// (about 64 MB).
-	Capacity int
-	// Now is the clock; default time.Now.
-	Now func() time.Time
+// Family is a session family as a store keeps it: the state that every
+// token of one login shares.
+type Family struct {
+	ID         JTI    // the sid
+	Subject    string // for EndSubject
+	Generation uint64 // starts at 1
+	Refresh    JTI    // jti of the refresh token in force
+	// ExpiresAt is the absolute end of the family; rotation never moves it.
+	ExpiresAt time.Time
+	// IdleTimeout ends the family this long after its last rotation.
+	IdleTimeout time.Duration
 }
 
-const (
-	memShards      = 64
-	defaultMemCap  = 1_000_000
-	sweepInterval  = 5 // seconds between sweeps of a shard triggered by writes
-	fullSweepEvery = 1 // seconds between whole-store sweeps when at capacity
-)
-
-// MemoryStore is the exact in-process Store, the default for a single
-// process. State lives in sharded maps keyed by the 16-byte jti (no pointers,
-// so the garbage collector never scans it), and each entry is dropped once
-// its token's expiry has passed. Memory is bounded by Capacity, and a full
-// store fails closed.
-//
-// Its memory begins when it is created: tokens issued before then are Lost,
-// because a process that restarts forgets what it had revoked. Create it
-// before issuing tokens, and keep tokens short-lived.
-type MemoryStore struct {
-	shards   [memShards]memShard
-	count    atomic.Int64
-	capacity int64
-	now      func() time.Time
-	epoch    int64 // unix seconds; tokens issued before are Lost
-	lastFull atomic.Uint32
+// Rotation is one compare-and-set on a family: a refresh (the presented
+// refresh token is replaced by Next) or, with NewGeneration, a privilege
+// change (the generation is bumped and Next put in force, whatever refresh
+// token was current).
+type Rotation struct {
+	Session    JTI
+	Generation uint64 // the generation the caller's token carries
+	Presented  JTI    // the refresh jti presented (refresh only)
+	Next       JTI    // the refresh jti to put in force
+	// NewGeneration makes this a privilege change: it succeeds only while
+	// the family is at Generation, and moves it to Generation+1.
+	NewGeneration bool
+	// Nonce identifies this call: a call retried after a lost reply finds
+	// its own earlier write and gets the same answer, not reuse detection.
+	Nonce uint64
+	// Grace lets the refresh token replaced by the last rotation be
+	// presented again for that long after it, getting the same successor
+	// back (Repeat) instead of reuse detection. Zero: no grace.
+	Grace time.Duration
 }
 
-// clock converts t to seconds since the store's epoch, clamped to uint32
-// (136 years).
-func (s *MemoryStore) clock(t time.Time) uint32 {
-	return uint32(min(max(t.Unix()-s.epoch, 0), math.MaxUint32))
+// Rotated is a store's answer to a Rotation.
+type Rotated struct {
+	// Status is Live when Next is in force; otherwise Ended, Reused (the
+	// presented refresh token was superseded: the family is revoked as of
+	// this call) or Superseded (a privilege change lost a race).
+	Status     Status
+	Next       JTI       // the refresh jti in force
+	Generation uint64    // the family's generation
+	At         time.Time // when Next was put in force
+	ExpiresAt  time.Time // the family's absolute end
+	// Repeat is true when Next was put in force by an earlier call: the
+	// grace window, or a retry of this very call.
+	Repeat bool
 }
 
-// memEntry is 16 bytes, so a map slot with its 16-byte key is 32.
-type memEntry struct {
-	nonce  uint64
-	exp    uint32 // seconds since the store's epoch
-	status Status
+// SessionStore keeps session families. Like Store, each method is atomic,
+// safe for concurrent use, and err is for infrastructure failures only.
+// Family expiry (absolute, idle) is the store's to enforce: an expired
+// family is Ended.
+type SessionStore interface {
+	// Begin records a new live family.
+	Begin(ctx context.Context, f Family) error
+	// Rotate performs r as one compare-and-set: of N concurrent rotations
+	// presenting the same refresh token, exactly one puts its Next in
+	// force. Presenting a refresh token that is neither in force nor
+	// within the grace window revokes the family (Reused) in the same
+	// atomic step.
+	Rotate(ctx context.Context, r Rotation) (Rotated, error)
+	// End ends the family sid: every token of it is Ended from the moment
+	// End returns. Ending an unknown family is not an error.
+	End(ctx context.Context, sid JTI) error
+	// EndSubject ends every family of subject and reports how many. It
+	// costs O(families of the subject).
+	EndSubject(ctx context.Context, subject string) (int, error)
 }
-
-type memShard struct {
-	mu        sync.RWMutex
-	m         map[JTI]memEntry
-	peak      int
-	nextSweep uint32
-	_         [32]byte // keep shards on separate cache lines
-}
-
-// NewMemoryStore returns an empty MemoryStore.
-func NewMemoryStore(cfg MemoryConfig) (*MemoryStore, error) {
-	if cfg.Capacity < 0 {
-		return nil, fmt.Errorf("%w: negative Capacity", ErrConfig)
-	}
-	if cfg.Capacity == 0 {
-		cfg.Capacity = defaultMemCap
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	s := &MemoryStore{capacity: int64(cfg.Capacity), now: cfg.Now, epoch: cfg.Now().Unix()}
-	for i := range s.shards {
-		s.shards[i].m = make(map[JTI]memEntry)
-	}
-	return s, nil
-}
-
-func (s *MemoryStore) shard(id JTI) *memShard { return &s.shards[id[0]%memShards] }
-
-// Check implements Store.
-func (s *MemoryStore) Check(ctx context.Context, t TokenRef) (Status, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	if t.IssuedAt.Unix() < s.epoch {
-		return Lost, nil
-	}
-	sh := s.shard(t.ID)
-	sh.mu.RLock()
-	e, ok := sh.m[t.ID]
-	sh.mu.RUnlock()
-	if !ok || e.exp <= s.clock(s.now()) {
-		return Live, nil
-	}
-	return e.status, nil
-}
-
-// Consume implements Store.
-func (s *MemoryStore) Consume(ctx context.Context, t TokenRef, nonce uint64) (Status, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	if t.IssuedAt.Unix() < s.epoch {
-		return Lost, nil
-	}
-	return s.write(t, Used, nonce)
-}
-
-// Revoke implements Store.
-func (s *MemoryStore) Revoke(ctx context.Context, t TokenRef) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	_, err := s.write(t, Revoked, 0)
-	return err
-}
-
-// write records status for t. For Used it is an insert-if-absent that
-// reports Live to the caller whose insert (or whose nonce) holds; for
-// Revoked it overwrites.
-func (s *MemoryStore) write(t TokenRef, status Status, nonce uint64) (Status, error) {
-	now, exp := s.clock(s.now()), s.clock(t.ExpiresAt)
-	if exp <= now {
-		// Expired tokens are rejected on their own; nothing to remember.
-		if status == Used {
-			return Used, nil
-		}
-		return Live, nil
-	}
-	sh := s.shard(t.ID)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if now >= sh.nextSweep {
-		s.sweepLocked(sh, now)
-		sh.nextSweep = now + sweepInterval
-	}
-	e, ok := sh.m[t.ID]
-	if ok && e.exp > now {
-		switch {
-		case status == Used && e.status == Used && e.nonce == nonce && nonce != 0:
-			return Live, nil // our own earlier write, retried
-		case status == Used:
-			return e.status, nil
-		case e.status == Revoked:
-			return Live, nil // already revoked
-		}
-		e.status, e.nonce = Revoked, 0
-		e.exp = max(e.exp, exp)
-		sh.m[t.ID] = e
-		return Live, nil
-	}
-	if !ok {
-		if s.count.Load() >= s.capacity && !s.makeRoom(sh, now) {
-			return 0, ErrStoreFull
-		}
-		s.count.Add(1)
-	}
-	sh.m[t.ID] = memEntry{exp: exp, nonce: nonce, status: status}
-	if n := len(sh.m); n > sh.peak {
-		sh.peak = n
-	}
-	return Live, nil
-}
-
-// makeRoom sweeps expired entries when the store is at capacity: the held
-// shard first, then, at most once per second, every shard.
-func (s *MemoryStore) makeRoom(held *memShard, now uint32) bool {
-	s.sweepLocked(held, now)
-	if s.count.Load() < s.capacity {
-		return true
-	}
-	last := s.lastFull.Load()
-	if now-last < fullSweepEvery || !s.lastFull.CompareAndSwap(last, now) {
-		return false
-	}
-	for i := range s.shards {
-		if sh := &s.shards[i]; sh != held {
-			sh.mu.Lock()
-			s.sweepLocked(sh, now)
-			sh.mu.Unlock()
-		}
-	}
-	return s.count.Load() < s.capacity
-}
-
-// sweepLocked drops expired entries from sh, and rebuilds the map once it
-// holds under a quarter of its peak, since Go maps never shrink.
-func (s *MemoryStore) sweepLocked(sh *memShard, now uint32) {
-	dropped := 0
-	for id, e := range sh.m {
-		if e.exp <= now {
-			delete(sh.m, id)
-			dropped++
-		}
-	}
-	s.count.Add(int64(-dropped))
-	if n := len(sh.m); sh.peak > 1024 && n < sh.peak/4 {
-		m := make(map[JTI]memEntry, n)
-		for id, e := range sh.m {
-			m[id] = e
-		}
-		sh.m, sh.peak = m, n
-	}
-}
-
-// Sweep drops every expired entry now and returns the number of entries
-// left. The store also sweeps by itself as it is written to; call Sweep
-// from a ticker if it may sit idle after a burst and the memory matters.
-func (s *MemoryStore) Sweep() int {
-	now := s.clock(s.now())
-	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		s.sweepLocked(sh, now)
-		sh.nextSweep = now + sweepInterval
-		sh.mu.Unlock()
-	}
-	return s.Len()
-}
-
-// Len returns the number of entries held, expired ones not yet swept
-// included.
-func (s *MemoryStore) Len() int { return int(s.count.Load()) }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jtiguard/jtiguard"
+	"github.com/jtiguard/jtiguard/storetest"
 )
 
 func ref(t testing.TB, iat time.Time, ttl time.Duration) jtiguard.TokenRef {
@@ -159,4 +160,24 @@ func TestMemoryStoreMemoryReturnsAfterExpiry(t *testing.T) {
 	t.Logf("after expiry: %d B above baseline (was %d)", int64(after)-int64(base), full-base)
 	assert.Less(t, int64(after)-int64(base), int64(full-base)/10, "memory returns once entries expire")
 	runtime.KeepAlive(s)
+}
+
+func TestMemoryStoreConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Harness {
+		clk := newClock()
+		s, err := jtiguard.NewMemoryStore(jtiguard.MemoryConfig{Now: clk.Now})
+		require.NoError(t, err)
+		return storetest.Harness{
+			Store:       s,
+			Now:         clk.Now,
+			Advance:     clk.Advance,
+			Concurrency: 1000,
+			NewFull: func(t *testing.T) storetest.Store {
+				full, err := jtiguard.NewMemoryStore(jtiguard.MemoryConfig{Capacity: 1, Now: clk.Now})
+				require.NoError(t, err)
+				require.NoError(t, full.Revoke(context.Background(), ref(t, clk.Now(), time.Hour)))
+				return full
+			},
+		}
+	})
 }

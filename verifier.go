@@ -3,6 +3,7 @@ package jtiguard
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -47,6 +48,18 @@ type VerifierConfig struct {
 	CacheSize int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Logger receives security events (reuse detected, replay refused,
+	// family revoked, store unavailable) at warning level, identified by
+	// jti, sid and subject, never by token. Default slog.Default().
+	Logger *slog.Logger
+	// OnEvent, if set, is called with each security event, for alerting.
+	// It runs on the request's goroutine: keep it fast.
+	OnEvent func(context.Context, Event)
+	// ACRLevels orders authentication context classes from weakest to
+	// strongest (for example "pwd", "mfa", "hwk"), so that a Requirement
+	// for one level is met by any level above it. Without it, a required
+	// ACR must match exactly.
+	ACRLevels []string
 }
 
 // Verifier checks tokens strictly (RFC 8725) and then against the Store. It
@@ -65,6 +78,7 @@ type Verifier struct {
 	keys  *KeySet
 	cfg   VerifierConfig
 	cache *tokenCache
+	log   *slog.Logger
 }
 
 // NewVerifier returns a Verifier for tokens signed by keys.
@@ -103,7 +117,10 @@ func NewVerifier(keys *KeySet, cfg VerifierConfig) (*Verifier, error) {
 		}
 		cfg.Store = s
 	}
-	v := &Verifier{keys: keys, cfg: cfg}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	v := &Verifier{keys: keys, cfg: cfg, log: cfg.Logger}
 	if cfg.CacheSize == 0 {
 		cfg.CacheSize = DefaultCacheSize
 	}
@@ -129,16 +146,18 @@ func (v *Verifier) Store() Store { return v.cfg.Store }
 
 // Verify checks an access token and returns its claims. A rejected token
 // yields an *Error with status 401 that matches ErrInvalidToken and the
-// specific reason (ErrExpired, ErrRevoked, ErrWrongTokenType, ...); a store
-// that cannot answer yields status 503 and ErrStoreUnavailable. Only an
-// access token (typ at+jwt) is ever accepted.
+// specific reason (ErrExpired, ErrRevoked, ErrSessionEnded, ErrSuperseded,
+// ErrRefreshReused, ...); a store that cannot answer yields status 503 and
+// ErrStoreUnavailable. Only an access token (typ at+jwt) is ever accepted.
+// A token of a session family is accepted only while the family is live
+// and at the token's generation.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	c, err := v.verified(token, Access)
 	if err != nil {
 		return nil, err
 	}
 	st, err := v.cfg.Store.Check(ctx, v.ref(c))
-	return settle(c, st, err)
+	return v.settle(ctx, c, st, err)
 }
 
 // Consume checks a one-time token issued for purpose and marks it used,
@@ -147,7 +166,12 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 // the others get ErrReplayed. Only a one-time token (typ once+jwt) is ever
 // accepted.
 func (v *Verifier) Consume(ctx context.Context, token, purpose string) (*Claims, error) {
-	c, err := v.verified(token, OneTime)
+	return v.consume(ctx, token, OneTime, purpose)
+}
+
+// consume is Consume for the single-use classes: one-time and step tokens.
+func (v *Verifier) consume(ctx context.Context, token string, class TokenType, purpose string) (*Claims, error) {
+	c, err := v.verified(token, class)
 	if err != nil {
 		return nil, err
 	}
@@ -156,31 +180,46 @@ func (v *Verifier) Consume(ctx context.Context, token, purpose string) (*Claims,
 	}
 	nonce := rand.Uint64() | 1 // never 0, which means "no nonce"
 	st, err := v.cfg.Store.Consume(ctx, v.ref(c), nonce)
-	return settle(c, st, err)
+	if st == Used {
+		v.report(ctx, eventFor(EventReplayRefused, c))
+	}
+	return v.settle(ctx, c, st, err)
+}
+
+// statusErrs maps what a store reports to the rejection it causes.
+var statusErrs = map[Status]error{
+	Revoked:    ErrRevoked,
+	Used:       ErrReplayed,
+	Lost:       ErrStateLost,
+	Ended:      ErrSessionEnded,
+	Reused:     ErrRefreshReused,
+	Superseded: ErrSuperseded,
 }
 
 // settle turns the store's answer into the result: a copy of the claims
-// (the cache keeps the original) only for Live, and never a pass on error.
-func settle(c *Claims, st Status, err error) (*Claims, error) {
+// (the cache keeps the original) only for Live, and never a pass on error
+// or on a status it does not know.
+func (v *Verifier) settle(ctx context.Context, c *Claims, st Status, err error) (*Claims, error) {
 	switch {
 	case err != nil:
+		e := eventFor(EventStoreUnavailable, c)
+		e.Err = err
+		v.report(ctx, e)
 		return nil, unavailable(err)
 	case st == Live:
 		out := *c
 		return &out, nil
-	case st == Revoked:
-		return nil, reject(ErrRevoked)
-	case st == Used:
-		return nil, reject(ErrReplayed)
-	default:
-		return nil, reject(ErrStateLost)
 	}
+	if kind, ok := statusErrs[st]; ok {
+		return nil, reject(kind)
+	}
+	return nil, reject(ErrStateLost)
 }
 
 // ref names c to the store, keeping state until no verifier clock within
 // the leeway could still accept the token.
 func (v *Verifier) ref(c *Claims) TokenRef {
-	return TokenRef{ID: c.ID, IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt.Add(v.cfg.Leeway)}
+	return TokenRef{ID: c.ID, IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt.Add(v.cfg.Leeway), Session: c.sid, Generation: c.Generation}
 }
 
 // verified returns the claims of a token of class want whose signature and
@@ -190,28 +229,34 @@ func (v *Verifier) verified(token string, want TokenType) (*Claims, error) {
 		return nil, reject(ErrTokenTooLarge)
 	}
 	now := v.cfg.Now()
-	if c := v.cache.get(token, want); c != nil {
+	// Only access tokens are presented repeatedly; the other classes are
+	// used once, so caching them would only cost.
+	cache := v.cache
+	if want != Access {
+		cache = nil
+	}
+	if c := cache.get(token, want); c != nil {
 		if err := v.checkTimes(c, now); err != nil {
 			return nil, reject(err)
 		}
 		return c, nil
 	}
 	c, key, err := v.parse(token, want)
+	if err == nil {
+		err = v.checkClaims(c)
+	}
+	if err == nil {
+		err = v.checkTimes(c, now)
+	}
 	if err != nil {
 		return nil, reject(err)
 	}
-	if err := v.checkClaims(c); err != nil {
-		return nil, reject(err)
-	}
-	if err := v.checkTimes(c, now); err != nil {
-		return nil, reject(err)
-	}
-	v.cache.put(token, c, key, now)
+	cache.put(token, c, key, now)
 	return c, nil
 }
 
-// parse decodes and authenticates a token; nothing of the claims is read
-// before the signature holds.
+// parse decodes and authenticates a token of class want (any class when
+// want is 0); nothing of the claims is read before the signature holds.
 func (v *Verifier) parse(token string, want TokenType) (*Claims, *Key, error) {
 	j, err := parseJWS(token)
 	if err != nil {
@@ -237,10 +282,27 @@ func (v *Verifier) parse(token string, want TokenType) (*Claims, *Key, error) {
 		return nil, nil, err
 	}
 	const required = cIss | cSub | cAud | cExp | cIat | cJti
-	if seen&required != required {
+	if seen&required != required || (seen&cSid != 0) != (seen&cGen != 0) {
 		return nil, nil, ErrMissingClaim
 	}
 	return c, key, nil
+}
+
+// audience is what aud must contain for class t: the resource server for
+// access and one-time tokens, the issuer itself for refresh and step tokens.
+func (v *Verifier) audience(t TokenType) string {
+	if t == Refresh || t == Step {
+		return v.cfg.Issuer
+	}
+	return v.cfg.Audience
+}
+
+// maxLifetime caps exp-iat for class t.
+func (v *Verifier) maxLifetime(t TokenType) time.Duration {
+	if t == Refresh {
+		return MaxSessionLifetime
+	}
+	return v.cfg.MaxLifetime
 }
 
 // checkClaims checks what does not change with time.
@@ -248,13 +310,13 @@ func (v *Verifier) checkClaims(c *Claims) error {
 	if c.Issuer != v.cfg.Issuer {
 		return ErrInvalidIssuer
 	}
-	if !slices.Contains(c.Audience, v.cfg.Audience) {
+	if !slices.Contains(c.Audience, v.audience(c.Type)) {
 		return ErrInvalidAudience
 	}
 	if c.Subject == "" {
 		return ErrMissingClaim
 	}
-	if life := c.ExpiresAt.Sub(c.IssuedAt); life <= 0 || life > v.cfg.MaxLifetime {
+	if life := c.ExpiresAt.Sub(c.IssuedAt); life <= 0 || life > v.maxLifetime(c.Type) {
 		return ErrLifetime
 	}
 	return nil

@@ -1,0 +1,65 @@
+package jtiguard
+
+import (
+	"context"
+	"log/slog"
+)
+
+// EventKind names a security event worth an operator's attention.
+type EventKind string
+
+// The security events.
+const (
+	// EventRefreshReused: a superseded refresh token was presented; its
+	// family has been revoked. Either the client lost a response or the
+	// token was stolen: alert on it.
+	EventRefreshReused EventKind = "refresh_reused"
+	// EventFamilyRevoked: a session family was revoked (reuse detected, or
+	// its refresh token revoked).
+	EventFamilyRevoked EventKind = "family_revoked"
+	// EventReplayRefused: a one-time or step token was presented again.
+	EventReplayRefused EventKind = "replay_refused"
+	// EventStoreUnavailable: the store could not answer; the request was
+	// refused.
+	EventStoreUnavailable EventKind = "store_unavailable"
+)
+
+// Event describes a security event. It identifies tokens by jti and
+// session by sid, never by the token itself.
+type Event struct {
+	Kind     EventKind
+	Subject  string
+	Session  string // sid
+	JTI      string
+	ClientID string
+	Err      error // the cause, for EventStoreUnavailable
+}
+
+// report logs e at warning level and passes it to the configured hook.
+func (v *Verifier) report(ctx context.Context, e Event) {
+	attrs := []slog.Attr{slog.String("event", string(e.Kind))}
+	for _, kv := range [...][2]string{{"sub", e.Subject}, {"sid", e.Session}, {"jti", e.JTI}, {"client_id", e.ClientID}} {
+		if kv[1] != "" {
+			attrs = append(attrs, slog.String(kv[0], kv[1]))
+		}
+	}
+	if e.Err != nil {
+		attrs = append(attrs, slog.String("err", e.Err.Error()))
+	}
+	v.log.LogAttrs(ctx, slog.LevelWarn, "jtiguard: security event", attrs...)
+	if v.cfg.OnEvent != nil {
+		v.cfg.OnEvent(ctx, e)
+	}
+}
+
+// eventFor fills an event's identifiers from claims.
+func eventFor(kind EventKind, c *Claims) Event {
+	e := Event{Kind: kind}
+	if c != nil {
+		e.Subject, e.Session, e.ClientID = c.Subject, c.Session, c.ClientID
+		if !c.ID.IsZero() {
+			e.JTI = c.ID.String()
+		}
+	}
+	return e
+}

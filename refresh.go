@@ -1,0 +1,401 @@
+package jtiguard
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// Session lifetimes.
+const (
+	// DefaultSessionLifetime is a family's absolute lifetime unless
+	// configured: rotation never extends it.
+	DefaultSessionLifetime = 30 * 24 * time.Hour
+	// DefaultIdleTimeout ends a family not refreshed for this long.
+	DefaultIdleTimeout = 7 * 24 * time.Hour
+	// MaxSessionLifetime caps a family's lifetime, and so exp-iat of
+	// refresh tokens.
+	MaxSessionLifetime = 365 * 24 * time.Hour
+	// MaxRefreshGrace caps the refresh grace window.
+	MaxRefreshGrace = 60 * time.Second
+)
+
+// SessionConfig configures Sessions. The zero value is usable.
+type SessionConfig struct {
+	// Audience is the aud of access tokens minted for sessions. Default:
+	// the Verifier's Audience.
+	Audience []string
+	// Lifetime is a family's absolute lifetime, counted from login and
+	// never extended by rotation: default 30 days, at most 365 days.
+	Lifetime time.Duration
+	// IdleTimeout ends a family that has not been refreshed for this long:
+	// default 7 days, at least the access token lifetime, at most Lifetime.
+	IdleTimeout time.Duration
+	// RefreshGrace lets a client that lost the response to a refresh
+	// present the same refresh token again for this long and get the same
+	// successor back, instead of having its family revoked for reuse. Only
+	// the immediately previous refresh token gets grace, never across a
+	// privilege change. Default 0 (off); at most 60 seconds.
+	RefreshGrace time.Duration
+}
+
+// Sessions runs session families: login, refresh-token rotation with reuse
+// detection, privilege changes, logout. It is the defence against the JWT
+// form of session fixation: every login starts a new family with a fresh
+// random sid, and every change of authentication state (MFA step-up,
+// password, role or scope change) moves the family to a new generation, so
+// that no token minted before the change is accepted after it.
+//
+// Every token Sessions mints carries its family's sid and generation; the
+// Verifier checks the family on each verification (one store read, with
+// the revocation check), so ending or revoking a family kills its access
+// tokens at once without tracking them one by one.
+type Sessions struct {
+	iss   *Issuer
+	ver   *Verifier
+	store SessionStore
+	cfg   SessionConfig
+}
+
+// NewSessions returns Sessions minting with iss and verifying with ver,
+// whose Store must also be a SessionStore (MemoryStore and the Redis store
+// are both).
+func NewSessions(iss *Issuer, ver *Verifier, cfg SessionConfig) (*Sessions, error) {
+	if iss == nil || ver == nil {
+		return nil, fmt.Errorf("%w: Sessions needs an Issuer and a Verifier", ErrConfig)
+	}
+	if iss.cfg.Issuer != ver.cfg.Issuer {
+		return nil, fmt.Errorf("%w: Issuer and Verifier disagree on the issuer", ErrConfig)
+	}
+	if _, ok := ver.keys.Key(iss.keys.Signer().kid); !ok {
+		return nil, fmt.Errorf("%w: the Verifier's keys do not hold the Issuer's signer", ErrConfig)
+	}
+	store, ok := ver.cfg.Store.(SessionStore)
+	if !ok {
+		return nil, fmt.Errorf("%w: the Verifier's Store (%T) is not a SessionStore", ErrConfig, ver.cfg.Store)
+	}
+	if len(cfg.Audience) == 0 {
+		cfg.Audience = []string{ver.cfg.Audience}
+	}
+	if cfg.Lifetime == 0 {
+		cfg.Lifetime = DefaultSessionLifetime
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = min(DefaultIdleTimeout, cfg.Lifetime)
+	}
+	switch {
+	case cfg.Lifetime < time.Minute || cfg.Lifetime > MaxSessionLifetime:
+		return nil, fmt.Errorf("%w: Lifetime must be between 1m and %v", ErrConfig, MaxSessionLifetime)
+	case cfg.IdleTimeout < iss.cfg.AccessTTL || cfg.IdleTimeout > cfg.Lifetime:
+		return nil, fmt.Errorf("%w: IdleTimeout must be between the access TTL and Lifetime", ErrConfig)
+	case cfg.RefreshGrace < 0 || cfg.RefreshGrace > MaxRefreshGrace:
+		return nil, fmt.Errorf("%w: RefreshGrace must be between 0 and %v", ErrConfig, MaxRefreshGrace)
+	}
+	cfg.Lifetime, cfg.IdleTimeout = cfg.Lifetime.Truncate(time.Second), cfg.IdleTimeout.Truncate(time.Second)
+	return &Sessions{iss: iss, ver: ver, store: store, cfg: cfg}, nil
+}
+
+// TokenPair is what a login, refresh or privilege change returns.
+type TokenPair struct {
+	AccessToken  string
+	RefreshToken string
+	Access       *Claims // the access token's claims (ExpiresAt, Scope, Session, ...)
+	Refresh      *Claims // the refresh token's claims
+}
+
+// Login describes a successful authentication.
+type Login struct {
+	Subject  string    // required
+	ClientID string    // the OAuth client, if any
+	Scope    string    // granted scope, space-separated
+	ACR      string    // authentication context class reached, e.g. "pwd"
+	AMR      []string  // methods used, e.g. ["pwd"]
+	AuthTime time.Time // when the user authenticated; default now
+	// Previous is a token the client presented with the login request, if
+	// any (the access or refresh token of an anonymous or earlier session).
+	// If it is authentic, its family is ended: a session from before the
+	// login never survives it.
+	Previous string
+}
+
+// Login starts a new session family for l.Subject, with a fresh random sid
+// that owes nothing to anything the client sent, and returns its first
+// token pair. Call it after every successful authentication; never reuse a
+// session across one.
+func (s *Sessions) Login(ctx context.Context, l Login) (*TokenPair, error) {
+	if l.Subject == "" {
+		return nil, fmt.Errorf("%w: Login needs a Subject", ErrConfig)
+	}
+	if l.Previous != "" {
+		if err := s.endPresented(ctx, l.Previous); err != nil {
+			return nil, err
+		}
+	}
+	sid, err := s.iss.newJTI()
+	if err != nil {
+		return nil, err
+	}
+	rt, err := s.iss.newJTI()
+	if err != nil {
+		return nil, err
+	}
+	now := s.iss.now()
+	if l.AuthTime.IsZero() {
+		l.AuthTime = now
+	}
+	f := Family{ID: sid, Subject: l.Subject, Generation: 1, Refresh: rt, ExpiresAt: now.Add(s.cfg.Lifetime), IdleTimeout: s.cfg.IdleTimeout}
+	if err := s.store.Begin(ctx, f); err != nil {
+		return nil, s.unavailable(ctx, err, &Claims{Subject: l.Subject, Session: sid.String(), ClientID: l.ClientID})
+	}
+	facts := Claims{Subject: l.Subject, ClientID: l.ClientID, Scope: l.Scope, ACR: l.ACR, AMR: l.AMR, AuthTime: l.AuthTime.Truncate(time.Second)}
+	return s.mintPair(facts, sid, Rotated{Next: rt, Generation: 1, At: now, ExpiresAt: f.ExpiresAt})
+}
+
+// Refresh rotates a refresh token: it is consumed and a successor pair
+// minted, in one compare-and-set on the family. Of N concurrent refreshes
+// with one token exactly one rotates; within the grace window the others
+// get the same successor, otherwise they are reuse. Presenting a superseded
+// refresh token is reuse: the whole family is revoked, every access token
+// of it is rejected from then on, and ErrRefreshReused is returned (and
+// reported as a security event). A token endpoint answers any rejection
+// with invalid_grant.
+func (s *Sessions) Refresh(ctx context.Context, refreshToken string) (*TokenPair, error) {
+	c, err := s.ver.verified(refreshToken, Refresh)
+	if err != nil {
+		return nil, err
+	}
+	if c.sid.IsZero() {
+		return nil, reject(ErrMissingClaim)
+	}
+	next, err := s.iss.newJTI()
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.store.Rotate(ctx, Rotation{
+		Session:    c.sid,
+		Generation: c.Generation,
+		Presented:  c.ID,
+		Next:       next,
+		Nonce:      rand.Uint64() | 1,
+		Grace:      s.cfg.RefreshGrace,
+	})
+	if err != nil {
+		return nil, s.unavailable(ctx, err, c)
+	}
+	if r.Status != Live {
+		return nil, s.refused(ctx, r.Status, c)
+	}
+	return s.mintPair(*c, c.sid, r)
+}
+
+// Change is a change of authentication state: the new facts a privilege
+// change carries. Empty fields keep the current value.
+type Change struct {
+	ACR      string    // e.g. "mfa" after a second factor
+	AMR      []string  // e.g. ["pwd", "otp"]
+	AuthTime time.Time // default now
+	Scope    string    // a new scope (role change); empty keeps it
+}
+
+// Renew moves the family of accessToken to a new generation with the facts
+// of ch and returns a new pair: call it on MFA step-up, password change,
+// role or scope change. Every access and refresh token minted before it is
+// rejected after it (ErrSuperseded). Of concurrent Renew calls on one
+// generation one wins; the others get ErrSuperseded.
+func (s *Sessions) Renew(ctx context.Context, accessToken string, ch Change) (*TokenPair, error) {
+	c, err := s.ver.Verify(ctx, accessToken)
+	if err != nil {
+		return nil, err
+	}
+	if c.sid.IsZero() {
+		return nil, fmt.Errorf("%w: the token belongs to no session", ErrConfig)
+	}
+	next, err := s.iss.newJTI()
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.store.Rotate(ctx, Rotation{
+		Session:       c.sid,
+		Generation:    c.Generation,
+		Next:          next,
+		NewGeneration: true,
+		Nonce:         rand.Uint64() | 1,
+	})
+	if err != nil {
+		return nil, s.unavailable(ctx, err, c)
+	}
+	if r.Status != Live {
+		return nil, s.refused(ctx, r.Status, c)
+	}
+	facts := *c
+	if ch.ACR != "" {
+		facts.ACR = ch.ACR
+	}
+	if ch.AMR != nil {
+		facts.AMR = ch.AMR
+	}
+	if ch.Scope != "" {
+		facts.Scope = ch.Scope
+	}
+	facts.AuthTime = ch.AuthTime
+	if facts.AuthTime.IsZero() {
+		facts.AuthTime = r.At
+	}
+	facts.AuthTime = facts.AuthTime.Truncate(time.Second)
+	return s.mintPair(facts, c.sid, r)
+}
+
+// CompleteStep consumes a step token minted by Issuer.Step for step and
+// starts a new family for its subject with the facts of l (the token's
+// identity is not carried over: fixation). A step token works once, for its
+// step only; l.Subject must be empty or the token's subject.
+func (s *Sessions) CompleteStep(ctx context.Context, stepToken, step string, l Login) (*TokenPair, error) {
+	c, err := s.ver.consume(ctx, stepToken, Step, step)
+	if err != nil {
+		return nil, err
+	}
+	if l.Subject != "" && l.Subject != c.Subject {
+		return nil, fmt.Errorf("%w: Login.Subject differs from the step token's", ErrConfig)
+	}
+	l.Subject = c.Subject
+	return s.Login(ctx, l)
+}
+
+// Logout ends the family of token (an access or refresh token of it, even
+// expired): its tokens are rejected from the moment Logout returns. A
+// token of no family, or one that does not verify, returns its error.
+func (s *Sessions) Logout(ctx context.Context, token string) error {
+	c, err := s.authentic(token)
+	if err != nil {
+		return err
+	}
+	if c.sid.IsZero() {
+		return reject(ErrMissingClaim)
+	}
+	if err := s.store.End(ctx, c.sid); err != nil {
+		return s.unavailable(ctx, err, c)
+	}
+	return nil
+}
+
+// LogoutAll ends every family of subject and reports how many it ended.
+// It costs one store operation per family of the subject; verification
+// still costs one store read.
+func (s *Sessions) LogoutAll(ctx context.Context, subject string) (int, error) {
+	n, err := s.store.EndSubject(ctx, subject)
+	if err != nil {
+		return 0, s.unavailable(ctx, err, &Claims{Subject: subject})
+	}
+	return n, nil
+}
+
+// Revoke implements token revocation (RFC 7009): revoking a refresh token
+// ends its family (and so its access tokens); revoking an access or
+// one-time token revokes that token's jti. An expired token needs nothing;
+// a token that does not verify returns its error, which an RFC 7009
+// endpoint still answers with 200.
+func (s *Sessions) Revoke(ctx context.Context, token string) error {
+	c, err := s.authentic(token)
+	if err != nil {
+		return err
+	}
+	if c.Type == Refresh {
+		if err := s.store.End(ctx, c.sid); err != nil {
+			return s.unavailable(ctx, err, c)
+		}
+		s.ver.report(ctx, eventFor(EventFamilyRevoked, c))
+		return nil
+	}
+	return s.ver.RevokeID(ctx, c.ID, c.ExpiresAt)
+}
+
+// authentic verifies token's signature and time-independent claims, any
+// class: for logout and revocation, which must work on expired tokens too.
+func (s *Sessions) authentic(token string) (*Claims, error) {
+	if len(token) > s.ver.cfg.MaxTokenSize {
+		return nil, reject(ErrTokenTooLarge)
+	}
+	c, _, err := s.ver.parse(token, 0)
+	if err == nil {
+		err = s.ver.checkClaims(c)
+	}
+	if err != nil {
+		return nil, reject(err)
+	}
+	return c, nil
+}
+
+// endPresented ends the family of a token presented at login, if it is
+// authentic and has one; anything else presented is ignored.
+func (s *Sessions) endPresented(ctx context.Context, token string) error {
+	c, err := s.authentic(token)
+	if err != nil || c.sid.IsZero() {
+		return nil
+	}
+	if err := s.store.End(ctx, c.sid); err != nil {
+		return s.unavailable(ctx, err, c)
+	}
+	return nil
+}
+
+// mintPair signs the access and refresh tokens of a family at generation
+// r.Generation, with refresh jti r.Next minted at r.At. The refresh token
+// is a function of those, so a repeated rotation (grace, retry) re-mints
+// the same successor.
+func (s *Sessions) mintPair(facts Claims, sid JTI, r Rotated) (*TokenPair, error) {
+	base := Claims{
+		Issuer:     s.iss.cfg.Issuer,
+		Subject:    facts.Subject,
+		ClientID:   facts.ClientID,
+		Scope:      facts.Scope,
+		ACR:        facts.ACR,
+		AMR:        facts.AMR,
+		AuthTime:   facts.AuthTime,
+		Session:    sid.String(),
+		Generation: r.Generation,
+		sid:        sid,
+	}
+	rc := base
+	rc.Audience = []string{s.iss.cfg.Issuer}
+	rc.ID, rc.IssuedAt = r.Next, r.At
+	rc.ExpiresAt = minTime(r.ExpiresAt, r.At.Add(s.cfg.IdleTimeout))
+	rt, rclaims, err := s.iss.sign(Refresh, &rc)
+	if err != nil {
+		return nil, err
+	}
+	ac := base
+	ac.Audience = s.cfg.Audience
+	if ac.ID, err = s.iss.newJTI(); err != nil {
+		return nil, err
+	}
+	ac.IssuedAt = s.iss.now()
+	ac.ExpiresAt = minTime(r.ExpiresAt, ac.IssuedAt.Add(s.iss.cfg.AccessTTL))
+	at, aclaims, err := s.iss.sign(Access, &ac)
+	if err != nil {
+		return nil, err
+	}
+	return &TokenPair{AccessToken: at, RefreshToken: rt, Access: aclaims, Refresh: rclaims}, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// refused turns a rotation's refusal into the error, reporting reuse.
+func (s *Sessions) refused(ctx context.Context, st Status, c *Claims) error {
+	if st == Reused {
+		s.ver.report(ctx, eventFor(EventRefreshReused, c))
+		s.ver.report(ctx, eventFor(EventFamilyRevoked, c))
+	}
+	_, err := s.ver.settle(ctx, c, st, nil)
+	return err
+}
+
+func (s *Sessions) unavailable(ctx context.Context, err error, c *Claims) error {
+	_, e := s.ver.settle(ctx, c, Live, err)
+	return e
+}

@@ -1,0 +1,448 @@
+// Package storetest is the conformance suite every jtiguard store must pass,
+// as testing/fstest is for file systems. A store implementation runs it from
+// its own tests:
+//
+//	func TestConformance(t *testing.T) {
+//		storetest.Run(t, func(t *testing.T) storetest.Harness { ... })
+//	}
+//
+// It checks the guarantees the Verifier and Sessions rely on: one-time use
+// is exactly once, also under concurrency and when a call is retried;
+// revocation holds until expiry; a rotation is one compare-and-set with
+// reuse detection, an optional grace window and idempotent retries;
+// generations, idle and absolute lifetimes, logout-all; and a full store
+// refuses instead of forgetting.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jtiguard/jtiguard"
+)
+
+// Store is what a jtiguard store implements.
+type Store interface {
+	jtiguard.Store
+	jtiguard.SessionStore
+}
+
+// Harness is what the suite needs of one fresh, empty store.
+type Harness struct {
+	Store Store
+	// Now is the store's clock.
+	Now func() time.Time
+	// Advance moves the store's clock forward by d, a whole number of
+	// seconds: a store on a fake clock advances it, a store on real time
+	// (a server's) waits.
+	Advance func(d time.Duration)
+	// NewFull, if set, returns a store with no room left, to check that a
+	// full store refuses new state with an error matching
+	// jtiguard.ErrStoreUnavailable.
+	NewFull func(t *testing.T) Store
+	// Concurrency is how many goroutines race in the concurrency tests;
+	// default 200.
+	Concurrency int
+}
+
+// Run runs the suite; newHarness is called once per subtest.
+func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, h Harness)
+	}{
+		{"ConsumeOnce", testConsumeOnce},
+		{"ConsumeRetrySameNonce", testConsumeRetry},
+		{"ConcurrentConsume", testConcurrentConsume},
+		{"Revoke", testRevoke},
+		{"Expiry", testExpiry},
+		{"FamilyChecks", testFamilyChecks},
+		{"ConsumeInEndedFamily", testConsumeInEndedFamily},
+		{"RotateRace", testRotateRace},
+		{"ReuseRevokesFamily", testReuse},
+		{"GraceWindow", testGrace},
+		{"GraceExpires", testGraceExpires},
+		{"RotateRetrySameNonce", testRotateRetry},
+		{"GenerationBump", testGenerationBump},
+		{"IdleTimeout", testIdle},
+		{"AbsoluteLifetime", testAbsolute},
+		{"LogoutAll", testLogoutAll},
+		{"FullFailsClosed", testFull},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			if h.Concurrency == 0 {
+				h.Concurrency = 200
+			}
+			tc.fn(t, h)
+		})
+	}
+}
+
+var ctx = context.Background()
+
+func newID(t *testing.T) jtiguard.JTI {
+	t.Helper()
+	id, err := jtiguard.NewJTI(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// token returns a ref to a token issued now, living ttl.
+func token(t *testing.T, h Harness, ttl time.Duration) jtiguard.TokenRef {
+	now := h.Now().Truncate(time.Second)
+	return jtiguard.TokenRef{ID: newID(t), IssuedAt: now, ExpiresAt: now.Add(ttl)}
+}
+
+func want[T comparable](t *testing.T, what string, got, want T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: unexpected error %v", what, err)
+	}
+	if got != want {
+		t.Fatalf("%s = %v, want %v", what, got, want)
+	}
+}
+
+func check(t *testing.T, h Harness, r jtiguard.TokenRef, w jtiguard.Status) {
+	t.Helper()
+	st, err := h.Store.Check(ctx, r)
+	want(t, "Check", st, w, err)
+}
+
+func testConsumeOnce(t *testing.T, h Harness) {
+	r := token(t, h, time.Minute)
+	check(t, h, r, jtiguard.Live)
+	st, err := h.Store.Consume(ctx, r, 1)
+	want(t, "first Consume", st, jtiguard.Live, err)
+	st, err = h.Store.Consume(ctx, r, 2)
+	want(t, "second Consume", st, jtiguard.Used, err)
+	check(t, h, r, jtiguard.Used)
+}
+
+func testConsumeRetry(t *testing.T, h Harness) {
+	r := token(t, h, time.Minute)
+	st, err := h.Store.Consume(ctx, r, 42)
+	want(t, "Consume", st, jtiguard.Live, err)
+	st, err = h.Store.Consume(ctx, r, 42)
+	want(t, "the same call retried", st, jtiguard.Live, err)
+	st, err = h.Store.Consume(ctx, r, 43)
+	want(t, "another call", st, jtiguard.Used, err)
+}
+
+func testConcurrentConsume(t *testing.T, h Harness) {
+	r := token(t, h, time.Minute)
+	var mu sync.Mutex
+	counts := map[jtiguard.Status]int{}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range h.Concurrency {
+		wg.Go(func() {
+			<-start
+			st, err := h.Store.Consume(ctx, r, uint64(i+1))
+			if err != nil {
+				t.Errorf("Consume: %v", err)
+				return
+			}
+			mu.Lock()
+			counts[st]++
+			mu.Unlock()
+		})
+	}
+	close(start)
+	wg.Wait()
+	if counts[jtiguard.Live] != 1 || counts[jtiguard.Used] != h.Concurrency-1 {
+		t.Fatalf("%d concurrent consumes: %v, want exactly one Live", h.Concurrency, counts)
+	}
+}
+
+func testRevoke(t *testing.T, h Harness) {
+	r := token(t, h, time.Minute)
+	if err := h.Store.Revoke(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	check(t, h, r, jtiguard.Revoked)
+	st, err := h.Store.Consume(ctx, r, 1)
+	want(t, "Consume of a revoked token", st, jtiguard.Revoked, err)
+	if err := h.Store.Revoke(ctx, r); err != nil {
+		t.Fatalf("revoking twice: %v", err)
+	}
+	check(t, h, r, jtiguard.Revoked)
+
+	used := token(t, h, time.Minute)
+	st, err = h.Store.Consume(ctx, used, 1)
+	want(t, "Consume", st, jtiguard.Live, err)
+	if err := h.Store.Revoke(ctx, used); err != nil {
+		t.Fatal(err)
+	}
+	check(t, h, used, jtiguard.Revoked)
+	st, err = h.Store.Consume(ctx, used, 1)
+	want(t, "retry after revocation", st, jtiguard.Revoked, err)
+}
+
+func testExpiry(t *testing.T, h Harness) {
+	r := token(t, h, 2*time.Second)
+	if err := h.Store.Revoke(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	check(t, h, r, jtiguard.Revoked)
+	h.Advance(3 * time.Second)
+	// The token is past its exp: verifiers reject it on its own, and the
+	// store no longer needs to remember it.
+	check(t, h, r, jtiguard.Live)
+}
+
+// begin starts a family of subject living life, idle after idle.
+func begin(t *testing.T, h Harness, subject string, life, idle time.Duration) jtiguard.Family {
+	t.Helper()
+	f := jtiguard.Family{ID: newID(t), Subject: subject, Generation: 1, Refresh: newID(t), ExpiresAt: h.Now().Truncate(time.Second).Add(life), IdleTimeout: idle}
+	if err := h.Store.Begin(ctx, f); err != nil {
+		t.Fatalf("Begin: %v", err)
+	}
+	return f
+}
+
+// member returns a ref to an access token of family f at generation gen.
+func member(t *testing.T, h Harness, f jtiguard.Family, gen uint64) jtiguard.TokenRef {
+	r := token(t, h, time.Minute)
+	r.Session, r.Generation = f.ID, gen
+	return r
+}
+
+func rotate(t *testing.T, h Harness, f jtiguard.Family, gen uint64, presented jtiguard.JTI, nonce uint64, grace time.Duration) (jtiguard.Rotated, jtiguard.JTI) {
+	t.Helper()
+	next := newID(t)
+	r, err := h.Store.Rotate(ctx, jtiguard.Rotation{Session: f.ID, Generation: gen, Presented: presented, Next: next, Nonce: nonce, Grace: grace})
+	if err != nil {
+		t.Fatalf("Rotate: %v", err)
+	}
+	return r, next
+}
+
+func testFamilyChecks(t *testing.T, h Harness) {
+	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
+	check(t, h, member(t, h, f, 1), jtiguard.Live)
+	check(t, h, member(t, h, f, 2), jtiguard.Superseded)
+	unknown := f
+	unknown.ID = newID(t)
+	check(t, h, member(t, h, unknown, 1), jtiguard.Ended)
+
+	revoked := member(t, h, f, 1)
+	if err := h.Store.Revoke(ctx, revoked); err != nil {
+		t.Fatal(err)
+	}
+	check(t, h, revoked, jtiguard.Revoked)
+
+	if err := h.Store.End(ctx, f.ID); err != nil {
+		t.Fatal(err)
+	}
+	check(t, h, member(t, h, f, 1), jtiguard.Ended)
+	r, _ := rotate(t, h, f, 1, f.Refresh, 1, 0)
+	want(t, "Rotate of an ended family", r.Status, jtiguard.Ended, nil)
+	if err := h.Store.End(ctx, f.ID); err != nil {
+		t.Fatalf("ending twice: %v", err)
+	}
+}
+
+func testConsumeInEndedFamily(t *testing.T, h Harness) {
+	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
+	if err := h.Store.End(ctx, f.ID); err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.Store.Consume(ctx, member(t, h, f, 1), 1)
+	want(t, "Consume in an ended family", st, jtiguard.Ended, err)
+}
+
+func testRotateRace(t *testing.T, h Harness) {
+	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
+	var mu sync.Mutex
+	var winners []jtiguard.JTI
+	counts := map[string]int{}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range h.Concurrency {
+		wg.Go(func() {
+			<-start
+			next, err := jtiguard.NewJTI(nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			r, err := h.Store.Rotate(ctx, jtiguard.Rotation{Session: f.ID, Generation: 1, Presented: f.Refresh, Next: next, Nonce: uint64(i + 1)})
+			if err != nil {
+				t.Errorf("Rotate: %v", err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			counts[fmt.Sprintf("%v/repeat=%v", r.Status, r.Repeat)]++
+			if r.Status == jtiguard.Live && !r.Repeat {
+				winners = append(winners, r.Next)
+				if r.Next != next {
+					t.Errorf("the winner's Next is not its own")
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if len(winners) != 1 || counts[fmt.Sprintf("%v/repeat=false", jtiguard.Reused)] != h.Concurrency-1 {
+		t.Fatalf("%d concurrent rotations without grace: %v, want one winner and reuse for the rest", h.Concurrency, counts)
+	}
+	// The losers presented a superseded token: the family is dead for all.
+	check(t, h, member(t, h, f, 1), jtiguard.Reused)
+	r, _ := rotate(t, h, f, 1, winners[0], 999_999, 0)
+	want(t, "Rotate with the winner's token after reuse", r.Status, jtiguard.Reused, nil)
+}
+
+func testReuse(t *testing.T, h Harness) {
+	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
+	r1, t1 := rotate(t, h, f, 1, f.Refresh, 1, 0)
+	want(t, "first rotation", r1.Status, jtiguard.Live, nil)
+	if r1.Next != t1 || r1.Generation != 1 || r1.Repeat {
+		t.Fatalf("first rotation = %+v", r1)
+	}
+	r2, _ := rotate(t, h, f, 1, t1, 2, 0)
+	want(t, "second rotation", r2.Status, jtiguard.Live, nil)
+	// The second-to-last token comes back: reuse.
+	r3, _ := rotate(t, h, f, 1, t1, 3, 0)
+	want(t, "replay of a rotated token", r3.Status, jtiguard.Reused, nil)
+	check(t, h, member(t, h, f, 1), jtiguard.Reused)
+	r4, _ := rotate(t, h, f, 1, r2.Next, 4, 0)
+	want(t, "the current token after reuse", r4.Status, jtiguard.Reused, nil)
+}
+
+func testGrace(t *testing.T, h Harness) {
+	const grace = 30 * time.Second
+	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
+	r1, t1 := rotate(t, h, f, 1, f.Refresh, 1, grace)
+	want(t, "rotation", r1.Status, jtiguard.Live, nil)
+	again, _ := rotate(t, h, f, 1, f.Refresh, 2, grace)
+	want(t, "previous token within grace", again.Status, jtiguard.Live, nil)
+	if !again.Repeat || again.Next != t1 || !again.At.Equal(r1.At) {
+		t.Fatalf("grace answer %+v, want the same successor %v at %v", again, t1, r1.At)
+	}
+	r2, _ := rotate(t, h, f, 1, t1, 3, grace)
+	want(t, "next rotation", r2.Status, jtiguard.Live, nil)
+	old, _ := rotate(t, h, f, 1, f.Refresh, 4, grace)
+	want(t, "an older token never gets grace", old.Status, jtiguard.Reused, nil)
+}
+
+func testGraceExpires(t *testing.T, h Harness) {
+	const grace = 2 * time.Second
+	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
+	r1, _ := rotate(t, h, f, 1, f.Refresh, 1, grace)
+	want(t, "rotation", r1.Status, jtiguard.Live, nil)
+	h.Advance(3 * time.Second)
+	late, _ := rotate(t, h, f, 1, f.Refresh, 2, grace)
+	want(t, "previous token after the grace window", late.Status, jtiguard.Reused, nil)
+}
+
+func testRotateRetry(t *testing.T, h Harness) {
+	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
+	next := newID(t)
+	rot := jtiguard.Rotation{Session: f.ID, Generation: 1, Presented: f.Refresh, Next: next, Nonce: 77}
+	r1, err := h.Store.Rotate(ctx, rot)
+	want(t, "rotation", r1.Status, jtiguard.Live, err)
+	// The reply was lost and the client library sent the same call again.
+	r2, err := h.Store.Rotate(ctx, rot)
+	want(t, "the same rotation retried", r2.Status, jtiguard.Live, err)
+	if !r2.Repeat || r2.Next != next {
+		t.Fatalf("retry = %+v, want a repeat of %v", r2, next)
+	}
+	check(t, h, member(t, h, f, 1), jtiguard.Live)
+}
+
+func testGenerationBump(t *testing.T, h Harness) {
+	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
+	bump := jtiguard.Rotation{Session: f.ID, Generation: 1, Next: newID(t), NewGeneration: true, Nonce: 5}
+	r, err := h.Store.Rotate(ctx, bump)
+	want(t, "bump", r.Status, jtiguard.Live, err)
+	want(t, "generation", r.Generation, 2, nil)
+	r, err = h.Store.Rotate(ctx, bump)
+	want(t, "the same bump retried", r.Status, jtiguard.Live, err)
+	if !r.Repeat || r.Generation != 2 || r.Next != bump.Next {
+		t.Fatalf("retried bump = %+v", r)
+	}
+	other := bump
+	other.Nonce, other.Next = 6, newID(t)
+	r, err = h.Store.Rotate(ctx, other)
+	want(t, "a second bump from the old generation", r.Status, jtiguard.Superseded, err)
+
+	check(t, h, member(t, h, f, 1), jtiguard.Superseded)
+	check(t, h, member(t, h, f, 2), jtiguard.Live)
+	old, _ := rotate(t, h, f, 1, f.Refresh, 7, time.Minute)
+	want(t, "a refresh token from before the bump", old.Status, jtiguard.Reused, nil)
+}
+
+func testIdle(t *testing.T, h Harness) {
+	f := begin(t, h, "alice", time.Hour, 3*time.Second)
+	h.Advance(2 * time.Second)
+	r, next := rotate(t, h, f, 1, f.Refresh, 1, 0)
+	want(t, "rotation before the idle timeout", r.Status, jtiguard.Live, nil)
+	h.Advance(2 * time.Second)
+	check(t, h, member(t, h, f, 1), jtiguard.Live) // the rotation reset the idle clock
+	h.Advance(2 * time.Second)
+	check(t, h, member(t, h, f, 1), jtiguard.Ended)
+	r, _ = rotate(t, h, f, 1, next, 2, 0)
+	want(t, "rotation after the idle timeout", r.Status, jtiguard.Ended, nil)
+}
+
+func testAbsolute(t *testing.T, h Harness) {
+	f := begin(t, h, "alice", 4*time.Second, 3*time.Second)
+	presented := f.Refresh
+	for i := range 2 {
+		h.Advance(2 * time.Second)
+		r, next := rotate(t, h, f, 1, presented, uint64(i+1), 0)
+		if r.Status == jtiguard.Live {
+			if !r.ExpiresAt.Equal(f.ExpiresAt) {
+				t.Fatalf("rotation moved the absolute end to %v", r.ExpiresAt)
+			}
+			presented = next
+			continue
+		}
+		want(t, "rotation at the absolute end", r.Status, jtiguard.Ended, nil)
+	}
+	check(t, h, member(t, h, f, 1), jtiguard.Ended)
+}
+
+func testLogoutAll(t *testing.T, h Harness) {
+	var alice []jtiguard.Family
+	for range 3 {
+		alice = append(alice, begin(t, h, "alice", time.Hour, 10*time.Minute))
+	}
+	bob := begin(t, h, "bob", time.Hour, 10*time.Minute)
+	n, err := h.Store.EndSubject(ctx, "alice")
+	want(t, "families ended", n, 3, err)
+	for _, f := range alice {
+		check(t, h, member(t, h, f, 1), jtiguard.Ended)
+	}
+	check(t, h, member(t, h, bob, 1), jtiguard.Live)
+	n, err = h.Store.EndSubject(ctx, "alice")
+	want(t, "families ended the second time", n, 0, err)
+}
+
+func testFull(t *testing.T, h Harness) {
+	if h.NewFull == nil {
+		t.Skip("the harness provides no full store")
+	}
+	s := h.NewFull(t)
+	r := token(t, h, time.Minute)
+	if _, err := s.Consume(ctx, r, 1); !errors.Is(err, jtiguard.ErrStoreUnavailable) {
+		t.Errorf("Consume in a full store: %v, want ErrStoreUnavailable", err)
+	}
+	if err := s.Revoke(ctx, r); !errors.Is(err, jtiguard.ErrStoreUnavailable) {
+		t.Errorf("Revoke in a full store: %v, want ErrStoreUnavailable", err)
+	}
+	f := jtiguard.Family{ID: newID(t), Subject: "alice", Generation: 1, Refresh: newID(t), ExpiresAt: h.Now().Add(time.Hour), IdleTimeout: time.Minute}
+	if err := s.Begin(ctx, f); !errors.Is(err, jtiguard.ErrStoreUnavailable) {
+		t.Errorf("Begin in a full store: %v, want ErrStoreUnavailable", err)
+	}
+}
