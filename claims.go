@@ -64,19 +64,19 @@ type Claims struct {
 	NotBefore time.Time // nbf, optional
 	ID        JTI       // jti
 
-	ClientID string    // client_id (RFC 9068)
-	Scope    string    // scope, space-separated (RFC 9068)
+	ClientID string // client_id (RFC 9068)
+	Scope    string // scope, space-separated (RFC 9068)
 	// Session (sid) and Generation (gen) tie a token to its session family
 	// and to the family's state when it was minted. Only Sessions sets
 	// them; a token that carries a sid is checked against its family on
 	// every verification.
-	Session    string // sid
-	Generation uint64 // gen
-	sid        JTI    // Session, parsed
-	ACR      string    // acr: authentication context class
-	AMR      []string  // amr: authentication methods
-	AuthTime time.Time // auth_time: when the user last authenticated
-	Purpose  string    // purpose of a one-time token
+	Session    string    // sid
+	Generation uint64    // gen
+	sid        JTI       // Session, parsed
+	ACR        string    // acr: authentication context class
+	AMR        []string  // amr: authentication methods
+	AuthTime   time.Time // auth_time: when the user last authenticated
+	Purpose    string    // purpose of a one-time token
 
 	// Extra holds claims that are not registered above, as raw JSON values.
 	// Names that equal a registered claim name, or differ from one only in

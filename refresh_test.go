@@ -304,10 +304,13 @@ func TestTokenClassesNeverStandIn(t *testing.T) {
 	once, _ := sf.oneTime(t, "confirm-transfer")
 
 	use := map[string]func(string) error{
-		"Verify":       func(tok string) error { _, err := sf.ver.Verify(ctx, tok); return err },
-		"Refresh":      func(tok string) error { _, err := sf.sess.Refresh(ctx, tok); return err },
-		"Consume":      func(tok string) error { _, err := sf.ver.Consume(ctx, tok, "confirm-transfer"); return err },
-		"CompleteStep": func(tok string) error { _, err := sf.sess.CompleteStep(ctx, tok, "mfa", jtiguard.Login{ACR: "mfa"}); return err },
+		"Verify":  func(tok string) error { _, err := sf.ver.Verify(ctx, tok); return err },
+		"Refresh": func(tok string) error { _, err := sf.sess.Refresh(ctx, tok); return err },
+		"Consume": func(tok string) error { _, err := sf.ver.Consume(ctx, tok, "confirm-transfer"); return err },
+		"CompleteStep": func(tok string) error {
+			_, err := sf.sess.CompleteStep(ctx, tok, "mfa", jtiguard.Login{ACR: "mfa"})
+			return err
+		},
 	}
 	tokens := map[string]string{"Verify": pair.AccessToken, "Refresh": pair.RefreshToken, "Consume": once, "CompleteStep": step}
 	for tokName, tok := range tokens {

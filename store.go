@@ -2,7 +2,7 @@ package jtiguard
 
 import (
 	"context"
-		"time"
+	"time"
 )
 
 // Status is what a store knows of one token.
