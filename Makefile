@@ -28,8 +28,9 @@ fuzz:
 		echo "fuzz $$target for $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; done
 
+# -v shows the ratios each benchmark logs beside its results.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 .
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 -v . | grep -v '^=== RUN'
 
 run:
 	$(GO) -C examples run ./quickstart

@@ -44,7 +44,7 @@ func benchSetup(b *testing.B, alg string) (*jtiguard.KeySet, *jtiguard.Issuer, f
 }
 
 func benchToken(b *testing.B, iss *jtiguard.Issuer) string {
-	tok, _, err := iss.Access(jtiguard.Claims{Subject: "alice", Audience: []string{testAudience}, ClientID: "demo-client", Scope: "read write", Session: "s1", ACR: "pwd", AMR: []string{"pwd"}})
+	tok, _, err := iss.Access(jtiguard.Claims{Subject: "alice", Audience: []string{testAudience}, ClientID: "demo-client", Scope: "read write", ACR: "pwd", AMR: []string{"pwd"}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -211,4 +211,56 @@ func BenchmarkMemoryStore(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkSessions measures a refresh (verify the refresh token, one
+// compare-and-set on the family, sign two tokens) and what the family check
+// adds to a warm verification, on the in-memory store with EdDSA.
+func BenchmarkSessions(b *testing.B) {
+	_, iss, newVerifier, _ := benchSetup(b, jtiguard.EdDSA)
+	v := newVerifier()
+	defer v.Close()
+	sess, err := jtiguard.NewSessions(iss, v, jtiguard.SessionConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	login := func() *jtiguard.TokenPair {
+		p, err := sess.Login(ctx, jtiguard.Login{Subject: "alice", ClientID: "demo-client", Scope: "read write", ACR: "pwd", AMR: []string{"pwd"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return p
+	}
+	b.Run("refresh", func(b *testing.B) {
+		p := login()
+		b.ReportAllocs()
+		for b.Loop() {
+			if p, err = sess.Refresh(ctx, p.RefreshToken); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	ns := map[string]float64{}
+	warm := func(name, tok string) {
+		b.Run(name, func(b *testing.B) {
+			for range 1000 {
+				if _, err := v.Verify(ctx, tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := v.Verify(ctx, tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+			ns[name] = nsPerOp(b)
+		})
+	}
+	warm("verify-warm-no-session", benchToken(b, iss))
+	warm("verify-warm-session", login().AccessToken)
+	if ns["verify-warm-no-session"] > 0 && ns["verify-warm-session"] > 0 {
+		b.Logf("the session check adds %.0f ns to a warm verify", ns["verify-warm-session"]-ns["verify-warm-no-session"])
+	}
 }

@@ -41,7 +41,17 @@
 //     ErrStoreUnavailable with status 503, never a pass; a store that lost
 //     its memory (a MemoryStore after a restart) rejects tokens issued
 //     before the loss (ErrStateLost).
-//  5. Nothing secret in errors: error texts never contain a token.
+//  5. Rotation: each Sessions.Refresh is one compare-and-set on the
+//     session family; presenting a superseded refresh token revokes the
+//     family and every access token of it (ErrRefreshReused). An optional
+//     grace window gives a client that lost a response the same successor.
+//  6. Across authentication states: Login always starts a new family with
+//     a fresh random sid; Renew (MFA step-up, password, role or scope
+//     change) moves the family to a new generation and every earlier token
+//     is rejected (ErrSuperseded); Require checks acr and auth age (RFC
+//  9470. and scopes.
+//  7. Nothing secret in errors or logs: texts never contain a token;
+//     security events name the jti, sid and subject.
 //
 // What replay protection does not cover: a stolen access token is usable by
 // the thief until it expires or is revoked, like any bearer token; binding

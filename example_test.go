@@ -38,10 +38,11 @@ func exampleSetup() (*jtiguard.Issuer, *jtiguard.Verifier) {
 		panic(err)
 	}
 	verifier, err := jtiguard.NewVerifier(keys, jtiguard.VerifierConfig{
-		Issuer:   "https://auth.example.com",
-		Audience: "https://api.example.com",
-		Store:    store,
-		Now:      now,
+		Issuer:    "https://auth.example.com",
+		Audience:  "https://api.example.com",
+		Store:     store,
+		Now:       now,
+		ACRLevels: []string{"pwd", "mfa"},
 	})
 	if err != nil {
 		panic(err)
@@ -132,4 +133,89 @@ func ExampleVerifier_Consume() {
 	// first use: alice <nil>
 	// second use: jtiguard: token already used
 	// as access token: jtiguard: wrong token type
+}
+
+func exampleSessions() (*jtiguard.Sessions, *jtiguard.Verifier) {
+	issuer, verifier := exampleSetup()
+	sessions, err := jtiguard.NewSessions(issuer, verifier, jtiguard.SessionConfig{})
+	if err != nil {
+		panic(err)
+	}
+	return sessions, verifier
+}
+
+// A refresh token works once. Presenting it again is reuse: the whole
+// session family is revoked, and its access tokens with it.
+func ExampleSessions_Refresh() {
+	sessions, verifier := exampleSessions()
+	defer verifier.Close()
+	ctx := context.Background()
+
+	first, err := sessions.Login(ctx, jtiguard.Login{Subject: "alice", ClientID: "demo-client", ACR: "pwd"})
+	if err != nil {
+		panic(err)
+	}
+	second, err := sessions.Refresh(ctx, first.RefreshToken)
+	fmt.Println("refresh:", err, second.Access.Session == first.Access.Session)
+
+	// An attacker (or a confused client) presents the rotated token again.
+	_, err = sessions.Refresh(ctx, first.RefreshToken)
+	fmt.Println("replay:", err)
+	_, err = verifier.Verify(ctx, second.AccessToken)
+	fmt.Println("the newest access token:", errors.Is(err, jtiguard.ErrRefreshReused))
+	// Output:
+	// refresh: <nil> true
+	// replay: jtiguard: refresh token reused: session revoked
+	// the newest access token: true
+}
+
+// After a second factor, Renew moves the session to a new generation: tokens
+// minted before it stop working, and routes that need "mfa" accept the new
+// ones.
+func ExampleSessions_Renew() {
+	sessions, verifier := exampleSessions()
+	defer verifier.Close()
+	ctx := context.Background()
+	admin := jtiguard.Requirement{ACR: "mfa"}
+
+	pwd, _ := sessions.Login(ctx, jtiguard.Login{Subject: "alice", ACR: "pwd"})
+	claims, _ := verifier.Verify(ctx, pwd.AccessToken)
+	fmt.Println("before MFA:", verifier.Require(claims, admin))
+
+	mfa, err := sessions.Renew(ctx, pwd.AccessToken, jtiguard.Change{ACR: "mfa", AMR: []string{"pwd", "otp"}})
+	if err != nil {
+		panic(err)
+	}
+	claims, _ = verifier.Verify(ctx, mfa.AccessToken)
+	fmt.Println("after MFA:", verifier.Require(claims, admin))
+	_, err = verifier.Verify(ctx, pwd.AccessToken)
+	fmt.Println("the pre-MFA token:", err)
+	// Output:
+	// before MFA: jtiguard: insufficient user authentication
+	// after MFA: <nil>
+	// the pre-MFA token: jtiguard: token superseded by a change to its session
+}
+
+func ExampleSessions_LogoutAll() {
+	sessions, verifier := exampleSessions()
+	defer verifier.Close()
+	ctx := context.Background()
+
+	laptop, _ := sessions.Login(ctx, jtiguard.Login{Subject: "alice"})
+	phone, _ := sessions.Login(ctx, jtiguard.Login{Subject: "alice"})
+	bob, _ := sessions.Login(ctx, jtiguard.Login{Subject: "bob"})
+
+	n, err := sessions.LogoutAll(ctx, "alice")
+	fmt.Println("ended:", n, err)
+	for name, p := range map[string]*jtiguard.TokenPair{"laptop": laptop, "phone": phone} {
+		_, err := verifier.Verify(ctx, p.AccessToken)
+		fmt.Println(name, errors.Is(err, jtiguard.ErrSessionEnded))
+	}
+	_, err = verifier.Verify(ctx, bob.AccessToken)
+	fmt.Println("bob:", err)
+	// Unordered output:
+	// ended: 2 <nil>
+	// laptop true
+	// phone true
+	// bob: <nil>
 }
