@@ -48,8 +48,8 @@
 //  6. Across authentication states: Login always starts a new family with
 //     a fresh random sid; Renew (MFA step-up, password, role or scope
 //     change) moves the family to a new generation and every earlier token
-//     is rejected (ErrSuperseded); Require checks acr and auth age (RFC
-//  9470. and scopes.
+//     is rejected (ErrSuperseded); Require checks acr, auth age and
+//     scopes, with RFC 9470 challenges.
 //  7. Nothing secret in errors or logs: texts never contain a token;
 //     security events name the jti, sid and subject.
 //
