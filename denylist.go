@@ -2,6 +2,7 @@ package jtiguard
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -22,18 +23,31 @@ func (v *Verifier) Revoke(ctx context.Context, token string) error {
 	if err != nil {
 		return reject(err)
 	}
-	return v.RevokeID(ctx, c.ID, c.ExpiresAt)
+	return v.revoke(ctx, c)
 }
 
-// RevokeID revokes the token whose jti is id and whose expiry is exp, as
-// logged at issuance, without the token itself. Revoking a jti that was
-// never issued only costs a store entry until exp.
-func (v *Verifier) RevokeID(ctx context.Context, id JTI, exp time.Time) error {
-	if !v.cfg.Now().Before(exp) {
+// RevokeID revokes a token without the token itself, by what was logged
+// when it was issued: its jti, its session's sid (empty for a token of no
+// session) and its expiry. Revoking a jti that was never issued only costs
+// a store entry until exp.
+func (v *Verifier) RevokeID(ctx context.Context, id JTI, sid string, exp time.Time) error {
+	c := &Claims{ID: id, ExpiresAt: exp, Session: sid}
+	if sid != "" {
+		var err error
+		if c.sid, err = ParseJTI(sid); err != nil {
+			return fmt.Errorf("%w: malformed sid", ErrConfig)
+		}
+	}
+	return v.revoke(ctx, c)
+}
+
+func (v *Verifier) revoke(ctx context.Context, c *Claims) error {
+	if !v.cfg.Now().Before(c.ExpiresAt) {
 		return nil
 	}
-	if err := v.cfg.Store.Revoke(ctx, TokenRef{ID: id, ExpiresAt: exp.Add(v.cfg.Leeway)}); err != nil {
-		return unavailable(err)
+	if err := v.cfg.Store.Revoke(ctx, v.ref(c)); err != nil {
+		_, err = v.settle(ctx, c, Live, err)
+		return err
 	}
 	return nil
 }

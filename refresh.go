@@ -307,7 +307,7 @@ func (s *Sessions) Revoke(ctx context.Context, token string) error {
 		s.ver.report(ctx, eventFor(EventFamilyRevoked, c))
 		return nil
 	}
-	return s.ver.RevokeID(ctx, c.ID, c.ExpiresAt)
+	return s.ver.revoke(ctx, c)
 }
 
 // authentic verifies token's signature and time-independent claims, any

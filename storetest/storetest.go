@@ -75,6 +75,10 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			// Subtests run in parallel: each has its own harness and its
+			// own random ids, and a store on real time waits for several
+			// of them at once.
+			t.Parallel()
 			h := newHarness(t)
 			if h.Concurrency == 0 {
 				h.Concurrency = 200
