@@ -41,14 +41,16 @@ end
 `
 
 // check: KEYS jti, family-or-marker; ARGV mode, gen-or-iat.
-var checkScript = redis.NewScript(prelude + `
+const checkSource = prelude + `
 local v = redis.call('GET', KEYS[1])
 if v then
   if v == 'r' then return 1 end
   return 2
 end
 return famState(KEYS[2], ARGV[1], ARGV[2])
-`)
+`
+
+var checkScript = redis.NewScript(checkSource)
 
 // consume: KEYS jti, family-or-marker; ARGV mode, gen-or-iat, nonce,
 // keep-until (ms). The value of a used jti is 'u' and the nonce of the

@@ -54,6 +54,7 @@ type Config struct {
 // for concurrent use.
 type Store struct {
 	c      redis.UniversalClient
+	batch  *batcher
 	prefix string
 	dead   *ristretto.Cache[string, jtiguard.Status] // keyed by the 16 jti bytes
 }
@@ -77,7 +78,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Prefix == "" {
 		cfg.Prefix = "jtiguard:"
 	}
-	s := &Store{c: cfg.Client, prefix: cfg.Prefix}
+	s := &Store{c: cfg.Client, prefix: cfg.Prefix, batch: newBatcher(cfg.Client)}
 	if cfg.CacheSize == 0 {
 		cfg.CacheSize = 100_000
 	}
@@ -159,12 +160,16 @@ func (s *Store) lost(ctx context.Context) {
 	_ = s.writeMarkers(ctx, 1) // best effort: the next detection retries
 }
 
-// Close releases the in-process cache. It does not close the Client.
+// Close stops the Store's batching goroutines and releases its cache. It
+// does not close the Client. The Store must not be used after.
 func (s *Store) Close() {
+	s.batch.close()
 	if s.dead != nil {
 		s.dead.Close()
 	}
 }
+
+var errClosed = errors.New("redisstore: store closed")
 
 func (s *Store) markerKey(b byte) string {
 	return s.prefix + "{b" + hex.EncodeToString([]byte{b}) + "}:e"
@@ -207,14 +212,14 @@ func (s *Store) cached(t jtiguard.TokenRef) (jtiguard.Status, bool) {
 	return s.dead.Get(string(t.ID[:]))
 }
 
-// Check implements jtiguard.Store: one round trip, or none for a token
-// already known dead.
+// Check implements jtiguard.Store: one round trip (shared with concurrent
+// checks), or none for a token already known dead.
 func (s *Store) Check(ctx context.Context, t jtiguard.TokenRef) (jtiguard.Status, error) {
 	if st, ok := s.cached(t); ok {
 		return st, nil
 	}
 	jti, other, mode, arg := s.keys(t)
-	n, err := checkScript.Run(ctx, s.c, []string{jti, other}, mode, arg).Int()
+	n, err := s.batch.check(ctx, [2]string{jti, other}, [2]any{mode, arg})
 	if err != nil {
 		return 0, wrap("check", err)
 	}

@@ -1,0 +1,4 @@
+package redisstore
+
+// CheckSource is the verification script, for the benchmark's ceiling run.
+const CheckSource = checkSource
