@@ -168,25 +168,29 @@ func (s *Sessions) Refresh(ctx context.Context, refreshToken string) (*TokenPair
 	if c.sid.IsZero() {
 		return nil, reject(ErrMissingClaim)
 	}
-	next, err := s.iss.newJTI()
+	r, err := s.rotate(ctx, c, Rotation{Presented: c.ID, Grace: s.cfg.RefreshGrace})
 	if err != nil {
 		return nil, err
 	}
-	r, err := s.store.Rotate(ctx, Rotation{
-		Session:    c.sid,
-		Generation: c.Generation,
-		Presented:  c.ID,
-		Next:       next,
-		Nonce:      rand.Uint64() | 1,
-		Grace:      s.cfg.RefreshGrace,
-	})
-	if err != nil {
-		return nil, s.unavailable(ctx, err, c)
-	}
-	if r.Status != Live {
-		return nil, s.refused(ctx, r.Status, c)
-	}
 	return s.mintPair(*c, c.sid, r)
+}
+
+// rotate runs r on the family of c, with a fresh successor jti and nonce,
+// and turns anything but Live into the error.
+func (s *Sessions) rotate(ctx context.Context, c *Claims, r Rotation) (Rotated, error) {
+	next, err := s.iss.newJTI()
+	if err != nil {
+		return Rotated{}, err
+	}
+	r.Session, r.Generation, r.Next, r.Nonce = c.sid, c.Generation, next, rand.Uint64()|1
+	res, err := s.store.Rotate(ctx, r)
+	if err != nil {
+		return Rotated{}, s.unavailable(ctx, err, c)
+	}
+	if res.Status != Live {
+		return Rotated{}, s.refused(ctx, res.Status, c)
+	}
+	return res, nil
 }
 
 // Change is a change of authentication state: the new facts a privilege
@@ -211,22 +215,9 @@ func (s *Sessions) Renew(ctx context.Context, accessToken string, ch Change) (*T
 	if c.sid.IsZero() {
 		return nil, fmt.Errorf("%w: the token belongs to no session", ErrConfig)
 	}
-	next, err := s.iss.newJTI()
+	r, err := s.rotate(ctx, c, Rotation{NewGeneration: true})
 	if err != nil {
 		return nil, err
-	}
-	r, err := s.store.Rotate(ctx, Rotation{
-		Session:       c.sid,
-		Generation:    c.Generation,
-		Next:          next,
-		NewGeneration: true,
-		Nonce:         rand.Uint64() | 1,
-	})
-	if err != nil {
-		return nil, s.unavailable(ctx, err, c)
-	}
-	if r.Status != Live {
-		return nil, s.refused(ctx, r.Status, c)
 	}
 	facts := *c
 	if ch.ACR != "" {
