@@ -6,24 +6,49 @@ import (
 	"time"
 )
 
-// Revoke makes a token dead on every verifier sharing the Store, from the
-// moment it returns nil until the token expires. The token must verify
-// (signature, issuer, audience, lifetime) so that forged tokens cannot fill
-// the store; an already expired token needs nothing and returns nil. A token
-// that does not verify returns its *Error, for which an RFC 7009 endpoint
-// still answers 200.
+// Revoke implements token revocation (RFC 7009) for every class. Revoking
+// a refresh token ends its session family, and so every token of it (the
+// Store must be a SessionStore); revoking any other token makes that token
+// dead. Either holds on every verifier sharing the Store, from the moment
+// Revoke returns nil until the token would have expired. The token must be
+// authentic (signature, issuer, audience, lifetime) so that forged tokens
+// cannot fill the store, but may have expired; a token that does not verify
+// returns its *Error, which an RFC 7009 endpoint still answers with 200.
 func (v *Verifier) Revoke(ctx context.Context, token string) error {
+	c, err := v.authentic(token)
+	if err != nil {
+		return err
+	}
+	if c.Type != Refresh {
+		return v.revoke(ctx, c)
+	}
+	sessions, ok := v.cfg.Store.(SessionStore)
+	if !ok || c.sid.IsZero() {
+		return fmt.Errorf("%w: a refresh token is revoked by ending its family, which needs a SessionStore", ErrConfig)
+	}
+	if err := sessions.End(ctx, c.sid); err != nil {
+		_, err = v.settle(ctx, c, Live, err)
+		return err
+	}
+	v.report(ctx, eventFor(EventFamilyRevoked, c))
+	return nil
+}
+
+// authentic verifies token's signature and its claims that do not change
+// with time, whatever its class: for revocation and logout, which must work
+// on expired tokens too.
+func (v *Verifier) authentic(token string) (*Claims, error) {
 	if len(token) > v.cfg.MaxTokenSize {
-		return reject(ErrTokenTooLarge)
+		return nil, reject(ErrTokenTooLarge)
 	}
 	c, _, err := v.parse(token, 0)
 	if err == nil {
 		err = v.checkClaims(c)
 	}
 	if err != nil {
-		return reject(err)
+		return nil, reject(err)
 	}
-	return v.revoke(ctx, c)
+	return c, nil
 }
 
 // RevokeID revokes a token without the token itself, by what was logged

@@ -257,7 +257,7 @@ func (s *Sessions) CompleteStep(ctx context.Context, stepToken, step string, l L
 // expired): its tokens are rejected from the moment Logout returns. A
 // token of no family, or one that does not verify, returns its error.
 func (s *Sessions) Logout(ctx context.Context, token string) error {
-	c, err := s.authentic(token)
+	c, err := s.ver.authentic(token)
 	if err != nil {
 		return err
 	}
@@ -281,46 +281,10 @@ func (s *Sessions) LogoutAll(ctx context.Context, subject string) (int, error) {
 	return n, nil
 }
 
-// Revoke implements token revocation (RFC 7009): revoking a refresh token
-// ends its family (and so its access tokens); revoking an access or
-// one-time token revokes that token's jti. An expired token needs nothing;
-// a token that does not verify returns its error, which an RFC 7009
-// endpoint still answers with 200.
-func (s *Sessions) Revoke(ctx context.Context, token string) error {
-	c, err := s.authentic(token)
-	if err != nil {
-		return err
-	}
-	if c.Type == Refresh {
-		if err := s.store.End(ctx, c.sid); err != nil {
-			return s.unavailable(ctx, err, c)
-		}
-		s.ver.report(ctx, eventFor(EventFamilyRevoked, c))
-		return nil
-	}
-	return s.ver.revoke(ctx, c)
-}
-
-// authentic verifies token's signature and time-independent claims, any
-// class: for logout and revocation, which must work on expired tokens too.
-func (s *Sessions) authentic(token string) (*Claims, error) {
-	if len(token) > s.ver.cfg.MaxTokenSize {
-		return nil, reject(ErrTokenTooLarge)
-	}
-	c, _, err := s.ver.parse(token, 0)
-	if err == nil {
-		err = s.ver.checkClaims(c)
-	}
-	if err != nil {
-		return nil, reject(err)
-	}
-	return c, nil
-}
-
 // endPresented ends the family of a token presented at login, if it is
 // authentic and has one; anything else presented is ignored.
 func (s *Sessions) endPresented(ctx context.Context, token string) error {
-	c, err := s.authentic(token)
+	c, err := s.ver.authentic(token)
 	if err != nil || c.sid.IsZero() {
 		return nil
 	}

@@ -420,17 +420,17 @@ func TestRevokeByToken(t *testing.T) {
 	sf := newSessions(t, jtiguard.SessionConfig{})
 	ctx := context.Background()
 	p := sf.login(t, "alice")
-	require.NoError(t, sf.sess.Revoke(ctx, p.AccessToken))
+	require.NoError(t, sf.ver.Revoke(ctx, p.AccessToken))
 	_, err := sf.ver.Verify(ctx, p.AccessToken)
 	assert.ErrorIs(t, err, jtiguard.ErrRevoked, "revoking an access token denylists its jti")
 	p2, err := sf.sess.Refresh(ctx, p.RefreshToken)
 	require.NoError(t, err, "and leaves the family alive")
 
-	require.NoError(t, sf.sess.Revoke(ctx, p2.RefreshToken))
+	require.NoError(t, sf.ver.Revoke(ctx, p2.RefreshToken))
 	_, err = sf.ver.Verify(ctx, p2.AccessToken)
 	assert.ErrorIs(t, err, jtiguard.ErrSessionEnded, "revoking a refresh token ends its family")
 	assert.Contains(t, sf.eventKinds(), jtiguard.EventFamilyRevoked)
-	assert.Error(t, sf.sess.Revoke(ctx, "not-a-token"))
+	assert.Error(t, sf.ver.Revoke(ctx, "not-a-token"))
 }
 
 func TestSessionsFailClosed(t *testing.T) {
@@ -473,4 +473,15 @@ func TestSessionMemoryReturnsAfterExpiry(t *testing.T) {
 	n2, err := sf.sess.LogoutAll(ctx, "usera")
 	require.NoError(t, err)
 	assert.Zero(t, n2, "the subject index forgot expired families too")
+}
+
+func TestRevokeIDOfSessionToken(t *testing.T) {
+	sf := newSessions(t, jtiguard.SessionConfig{})
+	ctx := context.Background()
+	p := sf.login(t, "alice")
+	// An operator revokes by what the logs show: jti, sid and expiry.
+	require.NoError(t, sf.ver.RevokeID(ctx, p.Access.ID, p.Access.Session, p.Access.ExpiresAt))
+	_, err := sf.ver.Verify(ctx, p.AccessToken)
+	assert.ErrorIs(t, err, jtiguard.ErrRevoked)
+	assert.ErrorIs(t, sf.ver.RevokeID(ctx, p.Access.ID, "not-a-sid", p.Access.ExpiresAt), jtiguard.ErrConfig)
 }
