@@ -161,6 +161,7 @@ func forgedCases(t testing.TB, f *fixture) []forgedCase {
 		{"wrong audience", ed(goodHeader, payload(t, `"aud":["https://other.example"]`, "aud")), jtiguard.ErrInvalidAudience},
 		{"aud as number", ed(goodHeader, payload(t, `"aud":1`, "aud")), jtiguard.ErrInvalidClaims},
 		{"jti of 1 byte", ed(goodHeader, payload(t, `"jti":"A"`, "jti")), jtiguard.ErrInvalidJTI},
+		{"jti of 1 KB", ed(goodHeader, payload(t, `"jti":"`+strings.Repeat("A", 1<<10)+`"`, "jti")), jtiguard.ErrInvalidJTI},
 		{"jti of 10 KB", ed(goodHeader, payload(t, `"jti":"`+strings.Repeat("A", 10<<10)+`"`, "jti")), jtiguard.ErrTokenTooLarge},
 		{"jti with other alphabet", ed(goodHeader, payload(t, `"jti":"AAAAAAAAAAAAAAAAAAAA+/"`, "jti")), jtiguard.ErrInvalidJTI},
 		{"jti with non-zero trailing bits", ed(goodHeader, payload(t, `"jti":"AAAAAAAAAAAAAAAAAAAAAB"`, "jti")), jtiguard.ErrInvalidJTI},

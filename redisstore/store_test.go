@@ -297,20 +297,55 @@ func TestFailClosedAndDataLoss(t *testing.T) {
 		require.ErrorIs(t, err, jtiguard.ErrRevoked, "the revocation survived")
 	})
 
-	t.Run("server down: fail closed under load", func(t *testing.T) {
-		srv.stop()
-		var wg sync.WaitGroup
+	t.Run("server killed mid-load: fail closed, no replay accepted", func(t *testing.T) {
+		once, _, err := r.iss.OneTime(jtiguard.Claims{Subject: "alice", Audience: []string{testAudience}, Purpose: "p"})
+		require.NoError(t, err)
+		_, err = r.ver.Consume(ctx, once, "p")
+		require.NoError(t, err)
+		var (
+			wg      sync.WaitGroup
+			stop    = make(chan struct{})
+			calls   atomic.Int64
+			passed  atomic.Int64
+			failed  atomic.Int64
+			started = make(chan struct{}, 50)
+		)
 		for range 50 {
 			wg.Go(func() {
-				for _, tok := range []string{p.AccessToken, plain, revoked} {
-					_, err := r.ver.Verify(ctx, tok)
-					assert.ErrorIs(t, err, jtiguard.ErrStoreUnavailable)
+				started <- struct{}{}
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					calls.Add(1)
+					// Dead tokens must never pass, before, during or after the kill.
+					_, err := r.ver.Verify(ctx, revoked)
+					assert.Error(t, err)
+					_, err = r.ver.Consume(ctx, once, "p")
+					assert.Error(t, err)
+					// A live token passes or fails closed, nothing else.
+					if _, err := r.ver.Verify(ctx, plain); err != nil {
+						assert.ErrorIs(t, err, jtiguard.ErrStoreUnavailable)
+						failed.Add(1)
+					} else {
+						passed.Add(1)
+					}
 				}
-				_, err := r.sess.Refresh(ctx, p.RefreshToken)
-				assert.ErrorIs(t, err, jtiguard.ErrStoreUnavailable)
 			})
 		}
+		for range 50 {
+			<-started
+		}
+		require.Eventually(t, func() bool { return passed.Load() > 200 }, 10*time.Second, time.Millisecond)
+		srv.stop() // mid-load
+		require.Eventually(t, func() bool { return failed.Load() > 100 }, 10*time.Second, time.Millisecond)
+		close(stop)
 		wg.Wait()
+		t.Logf("%d calls: %d passed before the kill, %d failed closed after", calls.Load(), passed.Load(), failed.Load())
+		_, err = r.sess.Refresh(ctx, p.RefreshToken)
+		assert.ErrorIs(t, err, jtiguard.ErrStoreUnavailable)
 	})
 
 	t.Run("restart empty: tokens from before the loss are rejected", func(t *testing.T) {
