@@ -19,6 +19,11 @@ func (v *Verifier) Revoke(ctx context.Context, token string) error {
 	if err != nil {
 		return err
 	}
+	return v.revokeAuthentic(ctx, c)
+}
+
+// revokeAuthentic revokes the token whose authentic claims are c.
+func (v *Verifier) revokeAuthentic(ctx context.Context, c *Claims) error {
 	if c.Type != Refresh {
 		return v.revoke(ctx, c)
 	}

@@ -78,6 +78,9 @@ var (
 	// ErrSuperseded: the token predates a change of its session (step-up,
 	// password, role or scope change) and is no longer accepted.
 	ErrSuperseded = newSentinel("token superseded by a change to its session", nil)
+	// ErrWrongClient: a refresh token presented by another client than the
+	// one it was issued to.
+	ErrWrongClient = newSentinel("token issued to another client", nil)
 	// ErrStateLost: the token was issued before the store's memory begins (the
 	// store restarted empty or was flushed), so nothing can vouch that it was
 	// not revoked or used. The client must obtain a new token.
@@ -185,7 +188,7 @@ var rejections = func() map[error]*Error {
 		ErrSignature, ErrInvalidClaims, ErrMissingClaim, ErrInvalidJTI, ErrInvalidIssuer,
 		ErrInvalidAudience, ErrWrongPurpose, ErrExpired, ErrNotYetValid, ErrIssuedInFuture,
 		ErrLifetime, ErrRevoked, ErrReplayed, ErrStateLost, ErrSessionEnded, ErrRefreshReused,
-		ErrSuperseded,
+		ErrSuperseded, ErrWrongClient,
 	} {
 		m[k] = &Error{Status: http.StatusUnauthorized, Code: codeInvalidToken, Description: k.(*sentinel).msg, kind: k}
 	}

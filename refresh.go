@@ -161,12 +161,21 @@ func (s *Sessions) Login(ctx context.Context, l Login) (*TokenPair, error) {
 // reported as a security event). A token endpoint answers any rejection
 // with invalid_grant.
 func (s *Sessions) Refresh(ctx context.Context, refreshToken string) (*TokenPair, error) {
+	return s.refresh(ctx, refreshToken, "")
+}
+
+// refresh is Refresh for the token's own client only, unless clientID is
+// empty: another client's attempt is refused before anything rotates.
+func (s *Sessions) refresh(ctx context.Context, refreshToken, clientID string) (*TokenPair, error) {
 	c, err := s.ver.verified(refreshToken, Refresh)
 	if err != nil {
 		return nil, err
 	}
 	if c.sid.IsZero() {
 		return nil, reject(ErrMissingClaim)
+	}
+	if clientID != "" && c.ClientID != clientID {
+		return nil, reject(ErrWrongClient)
 	}
 	r, err := s.rotate(ctx, c, Rotation{Presented: c.ID, Grace: s.cfg.RefreshGrace})
 	if err != nil {

@@ -1,0 +1,485 @@
+package jtiguard
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// HTTP errors that are not about a token: a request the endpoint cannot
+// read (400 invalid_request), a client that failed to authenticate (401
+// invalid_client), a grant the endpoint does not support (400
+// unsupported_grant_type), and credentials or a refresh token that do not
+// grant anything (400 invalid_grant). They are *Error values.
+var (
+	// ErrInvalidRequest: the request is malformed (400 invalid_request).
+	ErrInvalidRequest = newSentinel("invalid request", nil)
+	// ErrInvalidClient: client authentication failed (401 invalid_client),
+	// or the token belongs to another client (400 unauthorized_client).
+	ErrInvalidClient = newSentinel("client authentication failed", nil)
+	// ErrUnsupportedGrantType: 400 unsupported_grant_type.
+	ErrUnsupportedGrantType = newSentinel("unsupported grant type", nil)
+	// ErrInvalidGrant: credentials or refresh token grant nothing (400
+	// invalid_grant); the token rejection, if any, is wrapped.
+	ErrInvalidGrant = newSentinel("invalid grant", nil)
+)
+
+func requestError(kind error, status int, code, desc string) *Error {
+	return &Error{Status: status, Code: code, Description: desc, kind: kind}
+}
+
+func invalidRequest(desc string) *Error {
+	return requestError(ErrInvalidRequest, http.StatusBadRequest, "invalid_request", desc)
+}
+
+// BearerToken returns the bearer token of r, taken from its Authorization
+// header only (RFC 6750 section 2.1): one header, scheme "Bearer" in any
+// case, one token of the b64token alphabet. It returns "" and nil when r
+// carries no token. A token in the query string or form is refused, not
+// read (it leaks into logs and Referer headers), as are two Authorization
+// headers and a malformed one: those return an *Error for 400
+// invalid_request.
+func BearerToken(r *http.Request) (string, error) {
+	if r.URL != nil && r.URL.Query().Has("access_token") {
+		return "", invalidRequest("access tokens are not accepted in the query string")
+	}
+	values := r.Header.Values("Authorization")
+	switch len(values) {
+	case 0:
+		return "", nil
+	case 1:
+	default:
+		return "", invalidRequest("more than one Authorization header")
+	}
+	return parseBearer(values[0])
+}
+
+// parseBearer reads `Bearer <b64token>`.
+func parseBearer(h string) (string, error) {
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", invalidRequest("the Authorization header is not a Bearer credential")
+	}
+	token = strings.TrimLeft(token, " ")
+	if token == "" || !isB64Token(token) {
+		return "", invalidRequest("malformed bearer token")
+	}
+	return token, nil
+}
+
+// isB64Token checks RFC 6750's b64token: 1*( ALPHA / DIGIT / "-" / "." /
+// "_" / "~" / "+" / "/" ) *"=".
+func isB64Token(s string) bool {
+	i := 0
+	for ; i < len(s); i++ {
+		c := s[i]
+		if !(b64Alphabet[c] || c == '.' || c == '~' || c == '+' || c == '/') {
+			break
+		}
+	}
+	if i == 0 {
+		return false
+	}
+	for ; i < len(s); i++ {
+		if s[i] != '=' {
+			return false
+		}
+	}
+	return true
+}
+
+type claimsKey struct{}
+
+// ClaimsFrom returns the claims a Guard verified for the request.
+func ClaimsFrom(ctx context.Context) (*Claims, bool) {
+	c, ok := ctx.Value(claimsKey{}).(*Claims)
+	return c, ok
+}
+
+// Guard turns a Verifier into net/http middleware that rejects by default:
+// a request reaches the wrapped handler only with a valid access token that
+// meets the route's Requirement. It answers everything else itself, with
+// the status, WWW-Authenticate challenge (RFC 6750, RFC 9470) and JSON body
+// {"error","error_description"} the failure calls for.
+type Guard struct {
+	v     *Verifier
+	realm string
+}
+
+// NewGuard returns a Guard for v; realm names the protected space in
+// challenges (may be empty).
+func NewGuard(v *Verifier, realm string) *Guard { return &Guard{v: v, realm: realm} }
+
+// Authenticate is middleware that requires a valid access token and puts
+// its claims in the request context (see ClaimsFrom).
+func (g *Guard) Authenticate(next http.Handler) http.Handler {
+	return g.Require(Requirement{})(next)
+}
+
+// Require returns middleware that requires a valid access token meeting
+// req: scopes (403 insufficient_scope otherwise), acr and maximum
+// authentication age (401 insufficient_user_authentication with acr_values
+// and max_age, so the client can step up).
+func (g *Guard) Require(req Requirement) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			tok, err := BearerToken(r)
+			if err == nil && tok == "" {
+				g.WriteError(w, nil)
+				return
+			}
+			var c *Claims
+			if err == nil {
+				c, err = g.v.Verify(r.Context(), tok)
+			}
+			if err == nil {
+				err = g.v.Require(c, req)
+			}
+			if err != nil {
+				g.WriteError(w, err)
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, c)))
+		})
+	}
+}
+
+// WriteError answers a request that failed authentication or
+// authorization: err nil means no token was presented (401 with a bare
+// Bearer challenge). An *Error is answered with its status and code;
+// any other error with 500 and no detail.
+func (g *Guard) WriteError(w http.ResponseWriter, err error) {
+	writeError(w, g.realm, err)
+}
+
+func writeError(w http.ResponseWriter, realm string, err error) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	if err == nil {
+		h.Set("WWW-Authenticate", challenge(realm, nil))
+		writeJSON(w, http.StatusUnauthorized, errorBody{Error: "invalid_request", Description: "a bearer token is required"})
+		return
+	}
+	var e *Error
+	if !errors.As(err, &e) {
+		writeJSON(w, http.StatusInternalServerError, errorBody{Error: "server_error"})
+		return
+	}
+	if e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden {
+		h.Set("WWW-Authenticate", challenge(realm, e))
+	}
+	if e.Status == http.StatusServiceUnavailable {
+		h.Set("Retry-After", "1")
+	}
+	writeJSON(w, e.Status, errorBody{Error: e.Code, Description: e.Description})
+}
+
+type errorBody struct {
+	Error       string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+}
+
+// challenge builds a Bearer WWW-Authenticate value: bare when e is nil
+// (no token presented, RFC 6750 section 3.1), otherwise with the error and what the
+// client must bring.
+func challenge(realm string, e *Error) string {
+	var b strings.Builder
+	b.WriteString("Bearer")
+	sep := " "
+	param := func(name, value string) {
+		b.WriteString(sep)
+		b.WriteString(name)
+		b.WriteString("=")
+		b.WriteString(quote(value))
+		sep = ", "
+	}
+	if realm != "" {
+		param("realm", realm)
+	}
+	if e == nil {
+		return b.String()
+	}
+	param("error", e.Code)
+	if e.Description != "" {
+		param("error_description", e.Description)
+	}
+	if e.Scope != "" {
+		param("scope", e.Scope)
+	}
+	if e.ACRValues != "" {
+		param("acr_values", e.ACRValues)
+	}
+	if e.MaxAge > 0 {
+		b.WriteString(sep + "max_age=" + strconv.FormatInt(int64(e.MaxAge/time.Second), 10))
+	}
+	return b.String()
+}
+
+// quote makes a quoted-string (RFC 9110 section 5.6.4) of s: quote and backslash
+// escaped, and anything outside printable ASCII dropped, so that no value
+// can end the header or inject another parameter.
+func quote(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c >= 0x20 && c < 0x7f:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// JWKSHandler serves the key set's public keys (RFC 7517) with
+// Cache-Control for maxAge, so that verifiers refetch soon after a key is
+// added or retired.
+func JWKSHandler(keys *KeySet, maxAge time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		doc, err := keys.JWKS()
+		if err != nil {
+			http.Error(w, "internal error", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/jwk-set+json")
+		w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(int(maxAge/time.Second)))
+		_, _ = w.Write(doc)
+	})
+}
+
+// ClientAuth checks an OAuth client's credentials; it reports whether
+// secret is right for id. Compare secrets in constant time (see
+// SecretsEqual).
+type ClientAuth func(ctx context.Context, id, secret string) bool
+
+// SecretsEqual compares two secrets in constant time.
+func SecretsEqual(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+// clientCredentials reads client authentication from HTTP Basic (RFC 6749
+// section 2.3.1) or the form, never both.
+func clientCredentials(r *http.Request) (id, secret string, err error) {
+	bid, bsecret, basic := r.BasicAuth()
+	fid, fsecret := r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	switch {
+	case basic && (fid != "" || fsecret != ""):
+		return "", "", invalidRequest("client credentials given twice")
+	case basic:
+		return bid, bsecret, nil
+	}
+	return fid, fsecret, nil
+}
+
+// parseForm reads an OAuth endpoint's POST form, refusing other methods,
+// other content types, repeated parameters and parameters in the URL.
+func parseForm(r *http.Request) error {
+	if r.Method != http.MethodPost {
+		return requestError(ErrInvalidRequest, http.StatusMethodNotAllowed, "invalid_request", "POST required")
+	}
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+		return invalidRequest("the body must be application/x-www-form-urlencoded")
+	}
+	r.Body = http.MaxBytesReader(nil, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		return invalidRequest("malformed form")
+	}
+	if r.URL.RawQuery != "" {
+		return invalidRequest("parameters belong in the body")
+	}
+	for name, vs := range r.PostForm {
+		if len(vs) > 1 {
+			return invalidRequest("repeated parameter " + name)
+		}
+	}
+	return nil
+}
+
+// TokenEndpoint serves an OAuth 2.0 token endpoint (RFC 6749) for the
+// password and refresh_token grants on Sessions. It authenticates the
+// client (HTTP Basic or form), leaves the user's credential check to
+// Password, and answers with section 5.1 success and section 5.2 error
+// responses, never cached. Every successful password grant starts a new
+// session family; every refresh rotates.
+type TokenEndpoint struct {
+	Sessions *Sessions
+	// Clients authenticates the OAuth client. Required.
+	Clients ClientAuth
+	// Password checks a user's credentials for the password grant and
+	// returns the Login to start, or an error (answered as invalid_grant,
+	// whatever it says). Nil disables the password grant.
+	Password func(ctx context.Context, clientID, username, password, scope string) (Login, error)
+	// Realm names the protected space in invalid_client challenges.
+	Realm string
+}
+
+// ServeHTTP implements http.Handler.
+func (e *TokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	pair, err := e.grant(r)
+	if err != nil {
+		writeTokenError(w, e.Realm, err)
+		return
+	}
+	WriteTokenPair(w, pair)
+}
+
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	Scope        string `json:"scope,omitempty"`
+}
+
+// WriteTokenPair answers with a token pair as a token endpoint does (RFC
+// 6749 section 5.1), for handlers that mint pairs themselves (a step-up endpoint).
+func WriteTokenPair(w http.ResponseWriter, pair *TokenPair) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+	writeJSON(w, http.StatusOK, tokenResponse{
+		AccessToken:  pair.AccessToken,
+		TokenType:    "Bearer",
+		ExpiresIn:    int64(pair.Access.ExpiresAt.Sub(pair.Access.IssuedAt) / time.Second),
+		RefreshToken: pair.RefreshToken,
+		Scope:        pair.Access.Scope,
+	})
+}
+
+func (e *TokenEndpoint) grant(r *http.Request) (*TokenPair, error) {
+	if err := parseForm(r); err != nil {
+		return nil, err
+	}
+	id, secret, err := clientCredentials(r)
+	if err != nil {
+		return nil, err
+	}
+	if id == "" || !e.Clients(r.Context(), id, secret) {
+		return nil, requestError(ErrInvalidClient, http.StatusUnauthorized, "invalid_client", "client authentication failed")
+	}
+	f := r.PostForm
+	switch f.Get("grant_type") {
+	case "password":
+		if e.Password == nil {
+			return nil, requestError(ErrUnsupportedGrantType, http.StatusBadRequest, "unsupported_grant_type", "the password grant is not enabled")
+		}
+		user, pass := f.Get("username"), f.Get("password")
+		if user == "" || pass == "" {
+			return nil, invalidRequest("username and password are required")
+		}
+		login, err := e.Password(r.Context(), id, user, pass, f.Get("scope"))
+		if err != nil {
+			return nil, invalidGrant("invalid user credentials")
+		}
+		login.ClientID = id
+		pair, err := e.Sessions.Login(r.Context(), login)
+		return pair, grantErr(err)
+	case "refresh_token":
+		rt := f.Get("refresh_token")
+		if rt == "" {
+			return nil, invalidRequest("refresh_token is required")
+		}
+		// RFC 6749 section 6: a refresh token is bound to the client it was
+		// issued to; another client's attempt rotates nothing.
+		pair, err := e.Sessions.refresh(r.Context(), rt, id)
+		return pair, grantErr(err)
+	case "":
+		return nil, invalidRequest("grant_type is required")
+	}
+	return nil, requestError(ErrUnsupportedGrantType, http.StatusBadRequest, "unsupported_grant_type", "unsupported grant type")
+}
+
+func invalidGrant(desc string) *Error {
+	return requestError(ErrInvalidGrant, http.StatusBadRequest, "invalid_grant", desc)
+}
+
+// grantErr maps a rejected grant to invalid_grant (RFC 6749 section 5.2), keeping
+// the reason in its description and the store's 503 as it is.
+func grantErr(err error) error {
+	var e *Error
+	if err == nil || !errors.As(err, &e) || e.Code != codeInvalidToken {
+		return err
+	}
+	return &Error{Status: http.StatusBadRequest, Code: "invalid_grant", Description: e.Description, kind: ErrInvalidGrant, cause: err}
+}
+
+// writeTokenError writes an RFC 6749 section 5.2 error, never cached.
+func writeTokenError(w http.ResponseWriter, realm string, err error) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+	var e *Error
+	if errors.As(err, &e) && e.Code == "invalid_client" {
+		w.Header().Set("WWW-Authenticate", `Basic realm=`+quote(realm))
+	}
+	if errors.As(err, &e) {
+		if e.Status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
+		writeJSON(w, e.Status, errorBody{Error: e.Code, Description: e.Description})
+		return
+	}
+	writeJSON(w, http.StatusInternalServerError, errorBody{Error: "server_error"})
+}
+
+// RevocationEndpoint serves token revocation (RFC 7009) for every token
+// class: a refresh token ends its session family, any other token is
+// revoked by its jti. It answers 200 for tokens that are unknown, invalid
+// or already revoked (the client can do nothing about them), 401 for a
+// client that fails to authenticate, and 503 when the store cannot record
+// the revocation. token_type_hint is accepted and not trusted: the token's
+// own typ decides.
+type RevocationEndpoint struct {
+	Verifier *Verifier
+	Clients  ClientAuth
+	Realm    string
+}
+
+// ServeHTTP implements http.Handler.
+func (e *RevocationEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	err := e.revoke(r)
+	var x *Error
+	if err != nil && (!errors.As(err, &x) || x.Code != codeInvalidToken) {
+		writeTokenError(w, e.Realm, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+}
+
+func (e *RevocationEndpoint) revoke(r *http.Request) error {
+	if err := parseForm(r); err != nil {
+		return err
+	}
+	id, secret, err := clientCredentials(r)
+	if err != nil {
+		return err
+	}
+	if id == "" || !e.Clients(r.Context(), id, secret) {
+		return requestError(ErrInvalidClient, http.StatusUnauthorized, "invalid_client", "client authentication failed")
+	}
+	tok := r.PostForm.Get("token")
+	if tok == "" {
+		return invalidRequest("token is required")
+	}
+	c, err := e.Verifier.authentic(tok)
+	if err != nil {
+		return err
+	}
+	if c.ClientID != "" && c.ClientID != id {
+		// RFC 7009 section 2.1: a client revokes only its own tokens.
+		return requestError(ErrInvalidClient, http.StatusBadRequest, "unauthorized_client", "token issued to another client")
+	}
+	return e.Verifier.revokeAuthentic(r.Context(), c)
+}

@@ -1,0 +1,165 @@
+package jtiguard_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/jtiguard/jtiguard"
+)
+
+func TestBearerToken(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		headers []string
+		query   string
+		want    string
+		bad     bool
+	}{
+		{name: "none"},
+		{name: "bearer", headers: []string{"Bearer abc.def.ghi"}, want: "abc.def.ghi"},
+		{name: "scheme in any case", headers: []string{"bEaReR abc.def.ghi"}, want: "abc.def.ghi"},
+		{name: "b64token padding", headers: []string{"Bearer abc+/=="}, want: "abc+/=="},
+		{name: "two headers", headers: []string{"Bearer a", "Bearer b"}, bad: true},
+		{name: "basic", headers: []string{"Basic dXNlcjpwYXNz"}, bad: true},
+		{name: "no token", headers: []string{"Bearer "}, bad: true},
+		{name: "bearer alone", headers: []string{"Bearer"}, bad: true},
+		{name: "space inside", headers: []string{"Bearer abc def"}, bad: true},
+		{name: "quote", headers: []string{`Bearer abc"def`}, bad: true},
+		{name: "padding inside", headers: []string{"Bearer ab=c"}, bad: true},
+		{name: "query string", query: "access_token=abc", bad: true},
+		{name: "query beside header", headers: []string{"Bearer abc"}, query: "access_token=abc", bad: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/?"+tc.query, nil)
+			for _, h := range tc.headers {
+				r.Header.Add("Authorization", h)
+			}
+			got, err := jtiguard.BearerToken(r)
+			if tc.bad {
+				require.ErrorIs(t, err, jtiguard.ErrInvalidRequest)
+				var e *jtiguard.Error
+				require.ErrorAs(t, err, &e)
+				assert.Equal(t, http.StatusBadRequest, e.Status)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
+type response struct {
+	status    int
+	challenge string
+	body      map[string]string
+}
+
+func serve(t *testing.T, h http.Handler, r *http.Request) response {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	var body map[string]string
+	if rec.Body.Len() > 0 && strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json") {
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &body))
+	}
+	return response{rec.Code, rec.Header().Get("WWW-Authenticate"), body}
+}
+
+func TestGuard(t *testing.T) {
+	sf := newSessions(t, jtiguard.SessionConfig{}, func(c *jtiguard.VerifierConfig) { c.ACRLevels = []string{"pwd", "mfa"} })
+	g := jtiguard.NewGuard(sf.ver, "api")
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, found := jtiguard.ClaimsFrom(r.Context())
+		require.True(t, found)
+		_, _ = w.Write([]byte(c.Subject))
+	})
+	pair := sf.login(t, "alice") // acr pwd, scope read
+	get := func(tok string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		if tok != "" {
+			r.Header.Set("Authorization", "Bearer "+tok)
+		}
+		return r
+	}
+
+	res := serve(t, g.Authenticate(ok), get(""))
+	assert.Equal(t, http.StatusUnauthorized, res.status)
+	assert.Equal(t, `Bearer realm="api"`, res.challenge, "no token: a bare challenge")
+
+	res = serve(t, g.Authenticate(ok), get(pair.AccessToken))
+	assert.Equal(t, http.StatusOK, res.status)
+
+	res = serve(t, g.Authenticate(ok), get(pair.AccessToken+"x"))
+	assert.Equal(t, http.StatusUnauthorized, res.status)
+	assert.Contains(t, res.challenge, `error="invalid_token"`)
+	assert.Equal(t, "invalid_token", res.body["error"])
+	assert.NotContains(t, res.body["error_description"], pair.AccessToken[:20])
+
+	res = serve(t, g.Require(jtiguard.Requirement{Scopes: []string{"write"}})(ok), get(pair.AccessToken))
+	assert.Equal(t, http.StatusForbidden, res.status)
+	assert.Contains(t, res.challenge, `error="insufficient_scope"`)
+	assert.Contains(t, res.challenge, `scope="write"`)
+
+	res = serve(t, g.Require(jtiguard.Requirement{ACR: "mfa", MaxAge: 5 * time.Minute})(ok), get(pair.AccessToken))
+	assert.Equal(t, http.StatusUnauthorized, res.status)
+	assert.Contains(t, res.challenge, `error="insufficient_user_authentication"`)
+	assert.Contains(t, res.challenge, `acr_values="mfa"`)
+	assert.Contains(t, res.challenge, `max_age=300`)
+
+	r := get(pair.AccessToken)
+	r.Header.Add("Authorization", "Bearer "+pair.AccessToken)
+	res = serve(t, g.Authenticate(ok), r)
+	assert.Equal(t, http.StatusBadRequest, res.status, "two Authorization headers")
+
+	res = serve(t, g.Authenticate(ok), httptest.NewRequest(http.MethodGet, "/?access_token="+url.QueryEscape(pair.AccessToken), nil))
+	assert.Equal(t, http.StatusBadRequest, res.status, "a token in the query string is not accepted")
+
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	res = serve(t, g.Authenticate(ok), get(pair.AccessToken).WithContext(done))
+	assert.Equal(t, http.StatusServiceUnavailable, res.status)
+	assert.Equal(t, "temporarily_unavailable", res.body["error"])
+}
+
+func TestJWKSHandler(t *testing.T) {
+	f := newFixture(t)
+	rec := httptest.NewRecorder()
+	jtiguard.JWKSHandler(f.keys, 5*time.Minute).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/.well-known/jwks.json", nil))
+	assert.Equal(t, http.StatusOK, rec.Code)
+	assert.Equal(t, "public, max-age=300", rec.Header().Get("Cache-Control"))
+	published, err := jtiguard.ParseJWKS(rec.Body.Bytes())
+	require.NoError(t, err)
+	_, ok := published.Key("k1")
+	assert.True(t, ok)
+}
+
+// FuzzBearerHeader: whatever the Authorization header, BearerToken returns
+// a b64token or an invalid_request error, never panics.
+func FuzzBearerHeader(f *testing.F) {
+	for _, s := range []string{"Bearer abc", "bearer a.b.c", "Bearer ", "Basic x", "Bearer a b", "Bearer ===", "Bearer a=b", "Bearer\ta", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, h string) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("Authorization", h)
+		tok, err := jtiguard.BearerToken(r)
+		if err != nil {
+			if tok != "" {
+				t.Fatal("token with error")
+			}
+			return
+		}
+		if strings.ContainsAny(tok, " \t\r\n\",\\") {
+			t.Fatalf("accepted token %q from %q", tok, h)
+		}
+	})
+}
