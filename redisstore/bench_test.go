@@ -12,6 +12,7 @@ import (
 
 	"github.com/jtiguard/jtiguard"
 	"github.com/jtiguard/jtiguard/redisstore"
+	"github.com/jtiguard/jtiguard/redisstore/redistest"
 )
 
 // BenchmarkVerify measures full verifications (warm signature cache, so the
@@ -20,7 +21,7 @@ import (
 // client, and logs both against the ceiling: redis-benchmark running the
 // verification's own EVALSHA on the same server with as many connections.
 func BenchmarkVerify(b *testing.B) {
-	srv := startRedis(b)
+	srv := redistest.Start(b)
 	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 64})
 	b.Cleanup(func() { client.Close() })
 	store := newStore(b, client, -1)
@@ -78,7 +79,7 @@ var rpsLine = regexp.MustCompile(`([0-9.]+) requests per second`)
 // redisBenchmarkEvalsha runs redis-benchmark with the verification's script
 // (a session-less token, so the jti key and its bucket marker) and returns
 // its requests per second, or 0 when redis-benchmark is not installed.
-func redisBenchmarkEvalsha(b *testing.B, srv *redisServer, clients int) float64 {
+func redisBenchmarkEvalsha(b *testing.B, srv *redistest.Server, clients int) float64 {
 	bin, err := exec.LookPath("redis-benchmark")
 	if err != nil {
 		b.Log("redis-benchmark not installed (Debian package redis-tools): no ceiling")
@@ -90,7 +91,7 @@ func redisBenchmarkEvalsha(b *testing.B, srv *redisServer, clients int) float64 
 	if err != nil {
 		b.Fatal(err)
 	}
-	out, err := exec.Command(bin, "-h", "127.0.0.1", "-p", strconv.Itoa(srv.port), "-c", strconv.Itoa(clients),
+	out, err := exec.Command(bin, "-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port()), "-c", strconv.Itoa(clients),
 		"-n", "100000", "-q", "evalsha", sha, "2", "bench{b00}:j:x", "bench{b00}:e", "b", "0").CombinedOutput()
 	if err != nil {
 		b.Fatalf("redis-benchmark: %v: %s", err, out)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/jtiguard/jtiguard"
 	"github.com/jtiguard/jtiguard/redisstore"
+	"github.com/jtiguard/jtiguard/redisstore/redistest"
 	"github.com/jtiguard/jtiguard/storetest"
 )
 
@@ -68,7 +69,7 @@ func clusterClient(t testing.TB, addrs []string, hooks ...redis.Hook) *redis.Clu
 // fullStore returns a store on a server over its memory limit (maxmemory
 // with noeviction), so that every write is refused with OOM.
 func fullStore(t *testing.T) storetest.Store {
-	srv := startRedis(t, "--maxmemory-policy", "noeviction")
+	srv := redistest.Start(t, "--maxmemory-policy", "noeviction")
 	c := standaloneClient(t, srv.Addr())
 	s := newStore(t, c, -1)
 	ctx := context.Background()
@@ -89,7 +90,7 @@ func harness(s *redisstore.Store) storetest.Harness {
 }
 
 func TestConformanceStandalone(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	c := standaloneClient(t, srv.Addr())
 	storetest.Run(t, func(t *testing.T) storetest.Harness {
 		h := harness(newStore(t, c, -1))
@@ -99,7 +100,7 @@ func TestConformanceStandalone(t *testing.T) {
 }
 
 func TestConformanceCluster(t *testing.T) {
-	cl := startCluster(t)
+	cl := redistest.StartCluster(t)
 	c := clusterClient(t, cl.Addrs())
 	storetest.Run(t, func(t *testing.T) storetest.Harness {
 		return harness(newStore(t, c, -1))
@@ -135,7 +136,7 @@ func testKeys(t testing.TB) *jtiguard.KeySet {
 }
 
 func TestTwoReplicas(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	keys := testKeys(t)
 	prefixClient := standaloneClient(t, srv.Addr())
 	store := newStore(t, prefixClient, 0)
@@ -209,9 +210,9 @@ func TestRoundTrips(t *testing.T) {
 			rt := &roundTrips{}
 			var client redis.UniversalClient
 			if mode == "cluster" {
-				client = clusterClient(t, startCluster(t).Addrs(), rt)
+				client = clusterClient(t, redistest.StartCluster(t).Addrs(), rt)
 			} else {
-				client = standaloneClient(t, startRedis(t).Addr(), rt)
+				client = standaloneClient(t, redistest.Start(t).Addr(), rt)
 			}
 			store := newStore(t, client, -1)
 			r := newReplica(t, testKeys(t), store)
@@ -251,7 +252,7 @@ func TestRoundTrips(t *testing.T) {
 
 func TestPositiveCacheAnswersDeadTokensLocally(t *testing.T) {
 	rt := &roundTrips{}
-	client := standaloneClient(t, startRedis(t).Addr(), rt)
+	client := standaloneClient(t, redistest.Start(t).Addr(), rt)
 	r := newReplica(t, testKeys(t), newStore(t, client, 0))
 	ctx := context.Background()
 	tok, _, err := r.iss.Access(jtiguard.Claims{Subject: "alice", Audience: []string{testAudience}})
@@ -268,7 +269,7 @@ func TestPositiveCacheAnswersDeadTokensLocally(t *testing.T) {
 }
 
 func TestFailClosedAndDataLoss(t *testing.T) {
-	srv := startRedis(t, "--save", "3600 1") // persistence on demand: SAVE below
+	srv := redistest.Start(t, "--save", "3600 1") // persistence on demand: SAVE below
 	ctx := context.Background()
 	baseGoroutines := runtime.NumGoroutine()
 	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, MaxRetries: 1})
@@ -287,7 +288,7 @@ func TestFailClosedAndDataLoss(t *testing.T) {
 
 	t.Run("restart with data: service resumes", func(t *testing.T) {
 		require.NoError(t, client.Save(ctx).Err())
-		srv.restart()
+		srv.Restart()
 		awaitReconnect(t, r)
 		_, err := r.ver.Verify(ctx, p.AccessToken)
 		require.NoError(t, err)
@@ -339,7 +340,7 @@ func TestFailClosedAndDataLoss(t *testing.T) {
 			<-started
 		}
 		require.Eventually(t, func() bool { return passed.Load() > 200 }, 10*time.Second, time.Millisecond)
-		srv.stop() // mid-load
+		srv.Stop() // mid-load
 		require.Eventually(t, func() bool { return failed.Load() > 100 }, 10*time.Second, time.Millisecond)
 		close(stop)
 		wg.Wait()
@@ -349,8 +350,8 @@ func TestFailClosedAndDataLoss(t *testing.T) {
 	})
 
 	t.Run("restart empty: tokens from before the loss are rejected", func(t *testing.T) {
-		require.NoError(t, removeDump(srv))
-		srv.restart()
+		require.NoError(t, srv.RemoveData())
+		srv.Restart()
 		awaitReconnect(t, r)
 		_, err := r.ver.Verify(ctx, revoked)
 		require.ErrorIs(t, err, jtiguard.ErrStateLost, "a revoked token does not come back to life")
@@ -381,7 +382,7 @@ func TestFailClosedAndDataLoss(t *testing.T) {
 }
 
 func TestRetryIsNotReuse(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	direct := standaloneClient(t, srv.Addr())
 	store := newStore(t, direct, -1)
 	keys := testKeys(t)
