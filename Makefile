@@ -1,4 +1,4 @@
-# jtiguard: `make run` runs the example, `make test` runs everything CI runs.
+# jtiguard: `make run` runs the example token server, `make test` runs everything CI runs.
 GO         ?= go
 STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Every module in the repository (root, examples, and later redisstore).
@@ -7,7 +7,7 @@ FUZZTIME   ?= 10s
 # Fuzz targets as package:target pairs; each runs for FUZZTIME.
 FUZZ       := .:FuzzVerify .:FuzzParseJTI .:FuzzParseJWK .:FuzzClaimsJSON .:FuzzHeader .:FuzzBearerHeader .:FuzzChallenge
 
-.PHONY: test check vet lint unit fuzz bench run
+.PHONY: test check vet lint unit fuzz bench run run-quickstart
 
 test: check unit fuzz
 
@@ -32,5 +32,9 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -v . | grep -v '^=== RUN'
 
+# The example token server on the in-memory store (Ctrl-C stops it).
 run:
+	$(GO) -C examples run ./passwordflow
+
+run-quickstart:
 	$(GO) -C examples run ./quickstart

@@ -1,0 +1,150 @@
+// Command passwordflow is an OAuth 2.0 token server for the password and
+// refresh_token grants, with a small protected API, built on jtiguard: the
+// example that shows the whole library at work. It runs on the in-memory
+// store, or on Redis with -redis so that several instances (sharing one
+// -key-file) act as one.
+//
+// The password grant is deprecated for new designs (RFC 9700); it is here
+// because many servers still run it, and jtiguard makes the rest of such an
+// endpoint safe. The second factor is a fixed demo code.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "passwordflow:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("passwordflow", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
+	redisAddr := fs.String("redis", "", "Redis address (host:port); empty: the in-memory store")
+	keyFile := fs.String("key-file", "passwordflow-key.pem", "Ed25519 private key (PEM); created if missing, share it between replicas")
+	users := fs.String("users", "alice:secret", "comma-separated user:password pairs")
+	client := fs.String("client", "demo-client:demo-secret", "the OAuth client, id:secret")
+	mfaCode := fs.String("mfa-code", "123456", "the demo second factor")
+	accessTTL := fs.Duration("access-ttl", 5*time.Minute, "access token lifetime")
+	grace := fs.Duration("refresh-grace", 0, "refresh token grace window (0: off, at most 60s)")
+	issuer := fs.String("issuer", "", "the iss of every token; default http://ADDR (give replicas behind one name the same)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg := Config{
+		Users:        map[string]string{},
+		MFACode:      *mfaCode,
+		AccessTTL:    *accessTTL,
+		RefreshGrace: *grace,
+		KeyFile:      *keyFile,
+		RedisAddr:    *redisAddr,
+		Logger:       slog.New(slog.NewTextHandler(os.Stderr, nil)),
+	}
+	for _, pair := range strings.Split(*users, ",") {
+		u, p, ok := strings.Cut(pair, ":")
+		if !ok || u == "" || p == "" {
+			return fmt.Errorf("-users: want user:password, got %q", pair)
+		}
+		cfg.Users[u] = p
+	}
+	var ok bool
+	if cfg.ClientID, cfg.ClientSecret, ok = strings.Cut(*client, ":"); !ok || cfg.ClientID == "" {
+		return fmt.Errorf("-client: want id:secret")
+	}
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	base := "http://" + ln.Addr().String()
+	cfg.Issuer = base
+	if *issuer != "" {
+		cfg.Issuer = *issuer
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv, err := NewServer(ctx, cfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer srv.Close()
+	store := "in-memory store"
+	if cfg.RedisAddr != "" {
+		store = "Redis at " + cfg.RedisAddr
+	}
+	fmt.Fprintf(out, "passwordflow listening on %s (%s)\n\n%s", base, store, walkthrough(base, cfg))
+
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := hs.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}
+}
+
+func walkthrough(base string, cfg Config) string {
+	var user, pass string
+	for u, p := range cfg.Users {
+		user, pass = u, p
+		break
+	}
+	c := cfg.ClientID + ":" + cfg.ClientSecret
+	return fmt.Sprintf(`Try it (jq extracts the fields):
+
+  # log in: password grant, client authenticated with HTTP Basic
+  TOKENS=$(curl -s -u %[2]s -d grant_type=password -d username=%[3]s -d password=%[4]s %[1]s/token)
+  AT=$(echo "$TOKENS" | jq -r .access_token); RT=$(echo "$TOKENS" | jq -r .refresh_token)
+  curl -s -H "Authorization: Bearer $AT" %[1]s/me
+
+  # /admin needs the second factor: 401 insufficient_user_authentication
+  curl -si -H "Authorization: Bearer $AT" %[1]s/admin | grep -i www-authenticate
+  STEP=$(curl -s -H "Authorization: Bearer $AT" -d code=%[5]s %[1]s/mfa)
+  AT2=$(echo "$STEP" | jq -r .access_token); RT2=$(echo "$STEP" | jq -r .refresh_token)
+  curl -s -H "Authorization: Bearer $AT2" %[1]s/admin
+  curl -s -H "Authorization: Bearer $AT" %[1]s/me       # the pre-MFA token is dead now
+
+  # refresh rotates; presenting the old refresh token again revokes the session
+  NEW=$(curl -s -u %[2]s -d grant_type=refresh_token -d refresh_token=$RT2 %[1]s/token)
+  curl -s -u %[2]s -d grant_type=refresh_token -d refresh_token=$RT2 %[1]s/token   # invalid_grant: reuse
+  curl -s -H "Authorization: Bearer $(echo "$NEW" | jq -r .access_token)" %[1]s/me  # rejected: family revoked
+
+  # one-time action token: works once
+  AT=$(curl -s -u %[2]s -d grant_type=password -d username=%[3]s -d password=%[4]s %[1]s/token | jq -r .access_token)
+  ACT=$(curl -s -X POST -H "Authorization: Bearer $AT" %[1]s/transfer/token | jq -r .action_token)
+  curl -s -H "Authorization: Bearer $AT" -d action_token=$ACT %[1]s/transfer   # done
+  curl -s -H "Authorization: Bearer $AT" -d action_token=$ACT %[1]s/transfer   # replay refused
+
+  # revoke (RFC 7009), log out, log out everywhere; the public keys
+  curl -s -u %[2]s -d token=$AT %[1]s/revoke
+  curl -s -X POST -H "Authorization: Bearer $AT" %[1]s/logout
+  curl -s %[1]s/.well-known/jwks.json
+
+`, base, c, user, pass, cfg.MFACode)
+}
+
+func jsonEncode(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }

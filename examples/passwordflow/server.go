@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jtiguard/jtiguard"
+	"github.com/jtiguard/jtiguard/redisstore"
+)
+
+// Config is what the flags set.
+type Config struct {
+	Issuer       string            // the iss of every token, and the base URL
+	Users        map[string]string // username -> password
+	ClientID     string
+	ClientSecret string
+	MFACode      string
+	AccessTTL    time.Duration
+	RefreshGrace time.Duration
+	KeyFile      string // Ed25519 private key (PEM, PKCS #8); created if missing
+	RedisAddr    string // empty: the in-memory store
+	Logger       *slog.Logger
+}
+
+// Server is the password-flow token server and its small API.
+type Server struct {
+	cfg      Config
+	keys     *jtiguard.KeySet
+	issuer   *jtiguard.Issuer
+	verifier *jtiguard.Verifier
+	sessions *jtiguard.Sessions
+	guard    *jtiguard.Guard
+	closers  []func()
+	mux      *http.ServeMux
+}
+
+const (
+	scopesAllowed = "read write"
+	purpose       = "transfer"
+)
+
+// NewServer builds the server; Close releases what it opened.
+func NewServer(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	key, err := loadOrCreateKey(cfg.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if s.keys, err = jtiguard.NewKeySet(key); err != nil {
+		return nil, err
+	}
+	var store jtiguard.Store
+	if cfg.RedisAddr != "" {
+		rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr})
+		rs, err := redisstore.New(ctx, redisstore.Config{Client: rdb, Prefix: "passwordflow:"})
+		if err != nil {
+			rdb.Close()
+			return nil, err
+		}
+		s.closers = append(s.closers, func() { rs.Close(); rdb.Close() })
+		store = rs
+	} else {
+		ms, err := jtiguard.NewMemoryStore(jtiguard.MemoryConfig{})
+		if err != nil {
+			return nil, err
+		}
+		store = ms
+	}
+	if s.issuer, err = jtiguard.NewIssuer(s.keys, jtiguard.IssuerConfig{Issuer: cfg.Issuer, AccessTTL: cfg.AccessTTL}); err != nil {
+		return nil, err
+	}
+	s.verifier, err = jtiguard.NewVerifier(s.keys, jtiguard.VerifierConfig{
+		Issuer:    cfg.Issuer,
+		Audience:  cfg.Issuer + "/api",
+		Store:     store,
+		Logger:    cfg.Logger,
+		ACRLevels: []string{"pwd", "mfa"},
+	})
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.closers = append(s.closers, s.verifier.Close)
+	if s.sessions, err = jtiguard.NewSessions(s.issuer, s.verifier, jtiguard.SessionConfig{RefreshGrace: cfg.RefreshGrace}); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.guard = jtiguard.NewGuard(s.verifier, "passwordflow")
+	s.routes()
+	return s, nil
+}
+
+// Close releases the store and the verifier.
+func (s *Server) Close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+}
+
+// Handler is the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+func (s *Server) routes() {
+	clients := func(_ context.Context, id, secret string) bool {
+		return jtiguard.SecretsEqual(id, s.cfg.ClientID) && jtiguard.SecretsEqual(secret, s.cfg.ClientSecret)
+	}
+	s.mux.Handle("POST /token", &jtiguard.TokenEndpoint{
+		Sessions: s.sessions,
+		Clients:  clients,
+		Password: s.checkPassword,
+		Realm:    "passwordflow",
+	})
+	s.mux.Handle("POST /revoke", &jtiguard.RevocationEndpoint{Verifier: s.verifier, Clients: clients, Realm: "passwordflow"})
+	s.mux.Handle("GET /.well-known/jwks.json", jtiguard.JWKSHandler(s.keys, 5*time.Minute))
+	s.mux.Handle("GET /me", s.guard.Authenticate(http.HandlerFunc(s.me)))
+	s.mux.Handle("POST /mfa", s.guard.Authenticate(http.HandlerFunc(s.mfa)))
+	s.mux.Handle("GET /admin", s.guard.Require(jtiguard.Requirement{ACR: "mfa"})(http.HandlerFunc(s.admin)))
+	s.mux.Handle("POST /transfer/token", s.guard.Require(jtiguard.Requirement{Scopes: []string{"write"}})(http.HandlerFunc(s.transferToken)))
+	s.mux.Handle("POST /transfer", s.guard.Require(jtiguard.Requirement{Scopes: []string{"write"}})(http.HandlerFunc(s.transfer)))
+	s.mux.Handle("POST /logout", s.guard.Authenticate(http.HandlerFunc(s.logout)))
+	s.mux.Handle("POST /logout-all", s.guard.Authenticate(http.HandlerFunc(s.logoutAll)))
+}
+
+// checkPassword is the password grant's credential check: the part a real
+// server does against its user database.
+func (s *Server) checkPassword(_ context.Context, _, username, password, scope string) (jtiguard.Login, error) {
+	want, ok := s.cfg.Users[username]
+	if !jtiguard.SecretsEqual(password, want) || !ok {
+		return jtiguard.Login{}, errors.New("bad credentials")
+	}
+	if scope == "" {
+		scope = scopesAllowed
+	}
+	for _, sc := range strings.Fields(scope) {
+		if !strings.Contains(" "+scopesAllowed+" ", " "+sc+" ") {
+			return jtiguard.Login{}, errors.New("scope not allowed")
+		}
+	}
+	return jtiguard.Login{Subject: username, Scope: scope, ACR: "pwd", AMR: []string{"pwd"}}, nil
+}
+
+func claims(r *http.Request) *jtiguard.Claims {
+	c, _ := jtiguard.ClaimsFrom(r.Context())
+	return c
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = jsonEncode(w, v)
+}
+
+func (s *Server) me(w http.ResponseWriter, r *http.Request) {
+	c := claims(r)
+	writeJSON(w, http.StatusOK, map[string]any{
+		"sub": c.Subject, "sid": c.Session, "acr": c.ACR, "amr": c.AMR, "scope": c.Scope,
+		"client_id": c.ClientID, "exp": c.ExpiresAt.Unix(), "auth_time": c.AuthTime.Unix(),
+	})
+}
+
+// mfa checks the second factor and steps the session up: a new generation
+// at acr "mfa"; every token from before stops working.
+func (s *Server) mfa(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil || !jtiguard.SecretsEqual(r.PostForm.Get("code"), s.cfg.MFACode) {
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "access_denied", "error_description": "wrong code"})
+		return
+	}
+	tok, _ := jtiguard.BearerToken(r) // the guard already checked it
+	pair, err := s.sessions.Renew(r.Context(), tok, jtiguard.Change{ACR: "mfa", AMR: []string{"pwd", "otp"}})
+	if err != nil {
+		s.guard.WriteError(w, err)
+		return
+	}
+	jtiguard.WriteTokenPair(w, pair)
+}
+
+func (s *Server) admin(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"admin": true, "sub": claims(r).Subject})
+}
+
+// transferToken mints a one-time token that approves one transfer.
+func (s *Server) transferToken(w http.ResponseWriter, r *http.Request) {
+	c := claims(r)
+	tok, _, err := s.issuer.OneTime(jtiguard.Claims{Subject: c.Subject, Audience: []string{s.cfg.Issuer + "/api"}, ClientID: c.ClientID, Purpose: purpose})
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "server_error"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"action_token": tok})
+}
+
+// transfer consumes the action token: the first presentation succeeds,
+// every replay fails.
+func (s *Server) transfer(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil || r.PostForm.Get("action_token") == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "action_token is required"})
+		return
+	}
+	a, err := s.verifier.Consume(r.Context(), r.PostForm.Get("action_token"), purpose)
+	var e *jtiguard.Error
+	switch {
+	case errors.As(err, &e) && e.Status == http.StatusServiceUnavailable:
+		s.guard.WriteError(w, err)
+	case err != nil && errors.As(err, &e):
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_action_token", "error_description": e.Description})
+	case err != nil:
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "server_error"})
+	case a.Subject != claims(r).Subject:
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "access_denied", "error_description": "the action token belongs to another user"})
+	default:
+		s.cfg.Logger.Info("transfer approved", "sub", a.Subject, "jti", a.ID.String())
+		writeJSON(w, http.StatusOK, map[string]string{"status": "done"})
+	}
+}
+
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
+	tok, _ := jtiguard.BearerToken(r)
+	if err := s.sessions.Logout(r.Context(), tok); err != nil {
+		s.guard.WriteError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "logged out"})
+}
+
+func (s *Server) logoutAll(w http.ResponseWriter, r *http.Request) {
+	n, err := s.sessions.LogoutAll(r.Context(), claims(r).Subject)
+	if err != nil {
+		s.guard.WriteError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "logged out", "sessions": n})
+}
+
+// loadOrCreateKey reads the Ed25519 key in path, creating it first if it
+// does not exist, so that replicas started with one file share one key.
+// The kid is derived from the public key, so it is the same everywhere.
+func loadOrCreateKey(path string) (*jtiguard.Key, error) {
+	var priv ed25519.PrivateKey
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		_, priv, err = ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(priv)
+		if err != nil {
+			return nil, err
+		}
+		// Write a temporary file, then link it into place: the link fails
+		// if another replica got there first, and nobody ever reads a
+		// half-written key.
+		tmp, err := os.CreateTemp(filepath.Dir(path), ".key-*")
+		if err != nil {
+			return nil, err
+		}
+		defer os.Remove(tmp.Name())
+		if err := pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
+			tmp.Close()
+			return nil, err
+		}
+		if err := tmp.Close(); err != nil {
+			return nil, err
+		}
+		if err := os.Link(tmp.Name(), path); errors.Is(err, os.ErrExist) {
+			return loadOrCreateKey(path) // another replica wrote it first
+		} else if err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, err
+	default:
+		block, _ := pem.Decode(data)
+		if block == nil || block.Type != "PRIVATE KEY" {
+			return nil, fmt.Errorf("%s: not a PEM private key", path)
+		}
+		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		var ok bool
+		if priv, ok = k.(ed25519.PrivateKey); !ok {
+			return nil, fmt.Errorf("%s: not an Ed25519 key", path)
+		}
+	}
+	sum := sha256.Sum256(priv.Public().(ed25519.PublicKey))
+	return jtiguard.NewKey("ed-"+base64.RawURLEncoding.EncodeToString(sum[:9]), jtiguard.EdDSA, priv)
+}

@@ -1,0 +1,326 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/oauth2"
+
+	"github.com/jtiguard/jtiguard/redisstore/redistest"
+)
+
+const testIssuer = "http://passwordflow.test"
+
+// instance starts one server on an httptest listener.
+func instance(t *testing.T, keyFile, redisAddr string) string {
+	t.Helper()
+	srv, err := NewServer(context.Background(), Config{
+		Issuer:       testIssuer,
+		Users:        map[string]string{"alice": "secret", "bob": "hunter2"},
+		ClientID:     "demo-client",
+		ClientSecret: "demo-secret",
+		MFACode:      "123456",
+		AccessTTL:    5 * time.Minute,
+		KeyFile:      keyFile,
+		RedisAddr:    redisAddr,
+		Logger:       slog.New(slog.DiscardHandler),
+	})
+	require.NoError(t, err)
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() { ts.Close(); srv.Close() })
+	return ts.URL
+}
+
+type reply struct {
+	status int
+	header http.Header
+	body   map[string]any
+}
+
+func (r reply) str(k string) string { s, _ := r.body[k].(string); return s }
+
+// call sends one request: form (POST) or nil (GET), optional bearer token,
+// optional client authentication by HTTP Basic.
+func call(t *testing.T, base, method, path string, form url.Values, bearer string, basic bool) reply {
+	t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, base+path, body)
+	require.NoError(t, err)
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	if basic {
+		req.SetBasicAuth("demo-client", "demo-secret")
+	}
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	r := reply{status: res.StatusCode, header: res.Header}
+	data, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	if len(data) > 0 && strings.Contains(res.Header.Get("Content-Type"), "json") {
+		require.NoError(t, json.Unmarshal(data, &r.body), "%s", data)
+	}
+	return r
+}
+
+func login(t *testing.T, base, user, pass string) (at, rt string) {
+	t.Helper()
+	r := call(t, base, "POST", "/token", url.Values{"grant_type": {"password"}, "username": {user}, "password": {pass}}, "", true)
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	return r.str("access_token"), r.str("refresh_token")
+}
+
+// suite drives every endpoint. a and b are two instances (the same one on
+// the in-memory store): a token obtained from one is used on the other, so
+// on Redis the suite shows that replicas agree at once.
+func suite(t *testing.T, a, b string) {
+	t.Run("token endpoint errors", func(t *testing.T) {
+		pw := url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {"wrong"}}
+		r := call(t, a, "POST", "/token", pw, "", true)
+		assert.Equal(t, http.StatusBadRequest, r.status)
+		assert.Equal(t, "invalid_grant", r.str("error"))
+		assert.Equal(t, "no-store", r.header.Get("Cache-Control"))
+		assert.Equal(t, "no-cache", r.header.Get("Pragma"))
+
+		pw.Set("password", "secret")
+		r = call(t, a, "POST", "/token", pw, "", false)
+		assert.Equal(t, http.StatusUnauthorized, r.status)
+		assert.Equal(t, "invalid_client", r.str("error"))
+
+		r = call(t, a, "POST", "/token", url.Values{"grant_type": {"client_credentials"}}, "", true)
+		assert.Equal(t, http.StatusBadRequest, r.status)
+		assert.Equal(t, "unsupported_grant_type", r.str("error"))
+
+		r = call(t, a, "POST", "/token", url.Values{"grant_type": {"password"}, "username": {"alice"}}, "", true)
+		assert.Equal(t, http.StatusBadRequest, r.status)
+		assert.Equal(t, "invalid_request", r.str("error"))
+
+		// Client authentication in the form works too.
+		pw.Set("client_id", "demo-client")
+		pw.Set("client_secret", "demo-secret")
+		r = call(t, a, "POST", "/token", pw, "", false)
+		assert.Equal(t, http.StatusOK, r.status)
+		assert.Equal(t, "Bearer", r.str("token_type"))
+		assert.EqualValues(t, 300, r.body["expires_in"])
+		assert.Equal(t, "read write", r.str("scope"))
+		assert.NotEmpty(t, r.str("refresh_token"))
+	})
+
+	t.Run("me", func(t *testing.T) {
+		at, _ := login(t, a, "alice", "secret")
+		r := call(t, b, "GET", "/me", nil, at, false)
+		require.Equal(t, http.StatusOK, r.status)
+		assert.Equal(t, "alice", r.str("sub"))
+		assert.Equal(t, "pwd", r.str("acr"))
+		assert.Equal(t, "read write", r.str("scope"))
+		assert.NotEmpty(t, r.str("sid"))
+
+		r = call(t, b, "GET", "/me", nil, "", false)
+		assert.Equal(t, http.StatusUnauthorized, r.status)
+		assert.Equal(t, `Bearer realm="passwordflow"`, r.header.Get("WWW-Authenticate"))
+
+		r = call(t, b, "GET", "/me?access_token="+at, nil, "", false)
+		assert.Equal(t, http.StatusBadRequest, r.status, "a token in the query string is not accepted")
+
+		req, err := http.NewRequest("GET", b+"/me", nil)
+		require.NoError(t, err)
+		req.Header.Add("Authorization", "Bearer "+at)
+		req.Header.Add("Authorization", "Bearer "+at)
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		res.Body.Close()
+		assert.Equal(t, http.StatusBadRequest, res.StatusCode, "two Authorization headers")
+	})
+
+	t.Run("mfa invalidates older tokens", func(t *testing.T) {
+		at, rt := login(t, a, "alice", "secret")
+		r := call(t, b, "GET", "/admin", nil, at, false)
+		assert.Equal(t, http.StatusUnauthorized, r.status)
+		assert.Contains(t, r.header.Get("WWW-Authenticate"), `error="insufficient_user_authentication"`)
+		assert.Contains(t, r.header.Get("WWW-Authenticate"), `acr_values="mfa"`)
+
+		r = call(t, a, "POST", "/mfa", url.Values{"code": {"000000"}}, at, false)
+		assert.Equal(t, http.StatusForbidden, r.status)
+		assert.Equal(t, http.StatusOK, call(t, b, "GET", "/me", nil, at, false).status, "a wrong code changes nothing")
+
+		r = call(t, a, "POST", "/mfa", url.Values{"code": {"123456"}}, at, false)
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		at2 := r.str("access_token")
+		assert.Equal(t, http.StatusOK, call(t, b, "GET", "/admin", nil, at2, false).status)
+		assert.Equal(t, "mfa", call(t, b, "GET", "/me", nil, at2, false).str("acr"))
+		assert.Equal(t, http.StatusUnauthorized, call(t, b, "GET", "/me", nil, at, false).status, "the pre-MFA access token is dead")
+		r = call(t, b, "POST", "/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}, "", true)
+		assert.Equal(t, "invalid_grant", r.str("error"), "so is the pre-MFA refresh token")
+	})
+
+	t.Run("refresh reuse kills the family", func(t *testing.T) {
+		at, rt := login(t, a, "alice", "secret")
+		r := call(t, a, "POST", "/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}, "", true)
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		at2, rt2 := r.str("access_token"), r.str("refresh_token")
+		assert.NotEqual(t, rt, rt2)
+
+		r = call(t, b, "POST", "/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}, "", true)
+		assert.Equal(t, http.StatusBadRequest, r.status)
+		assert.Equal(t, "invalid_grant", r.str("error"))
+		for _, tok := range []string{at, at2} {
+			assert.Equal(t, http.StatusUnauthorized, call(t, a, "GET", "/me", nil, tok, false).status)
+		}
+		r = call(t, a, "POST", "/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt2}}, "", true)
+		assert.Equal(t, "invalid_grant", r.str("error"))
+	})
+
+	t.Run("one-time token", func(t *testing.T) {
+		at, _ := login(t, a, "alice", "secret")
+		r := call(t, a, "POST", "/transfer/token", url.Values{}, at, false)
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		act := r.str("action_token")
+		assert.Equal(t, http.StatusOK, call(t, b, "POST", "/transfer", url.Values{"action_token": {act}}, at, false).status)
+		for _, inst := range []string{a, b} {
+			r = call(t, inst, "POST", "/transfer", url.Values{"action_token": {act}}, at, false)
+			assert.Equal(t, http.StatusBadRequest, r.status, "replay refused")
+		}
+		bob, _ := login(t, a, "bob", "hunter2")
+		act2 := call(t, a, "POST", "/transfer/token", url.Values{}, at, false).str("action_token")
+		assert.Equal(t, http.StatusForbidden, call(t, b, "POST", "/transfer", url.Values{"action_token": {act2}}, bob, false).status, "another user's action token")
+	})
+
+	t.Run("revoke", func(t *testing.T) {
+		at, rt := login(t, a, "alice", "secret")
+		assert.Equal(t, http.StatusOK, call(t, a, "POST", "/revoke", url.Values{"token": {at}}, "", true).status)
+		assert.Equal(t, http.StatusUnauthorized, call(t, b, "GET", "/me", nil, at, false).status, "revoked on A, rejected on B")
+
+		r := call(t, a, "POST", "/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}, "", true)
+		require.Equal(t, http.StatusOK, r.status, "revoking the access token leaves the session")
+		at2, rt2 := r.str("access_token"), r.str("refresh_token")
+		assert.Equal(t, http.StatusOK, call(t, a, "POST", "/revoke", url.Values{"token": {rt2}, "token_type_hint": {"access_token"}}, "", true).status)
+		assert.Equal(t, http.StatusUnauthorized, call(t, b, "GET", "/me", nil, at2, false).status, "revoking the refresh token ends the family")
+
+		assert.Equal(t, http.StatusOK, call(t, a, "POST", "/revoke", url.Values{"token": {"unknown"}}, "", true).status, "200 for unknown tokens")
+		assert.Equal(t, http.StatusUnauthorized, call(t, a, "POST", "/revoke", url.Values{"token": {at}}, "", false).status, "client authentication required")
+	})
+
+	t.Run("logout and logout-all", func(t *testing.T) {
+		at, _ := login(t, a, "alice", "secret")
+		assert.Equal(t, http.StatusOK, call(t, a, "POST", "/logout", url.Values{}, at, false).status)
+		assert.Equal(t, http.StatusUnauthorized, call(t, b, "GET", "/me", nil, at, false).status)
+
+		laptop, _ := login(t, a, "alice", "secret")
+		phone, _ := login(t, b, "alice", "secret")
+		bob, _ := login(t, a, "bob", "hunter2")
+		assert.Equal(t, http.StatusOK, call(t, b, "POST", "/logout-all", url.Values{}, laptop, false).status)
+		for _, tok := range []string{laptop, phone} {
+			assert.Equal(t, http.StatusUnauthorized, call(t, a, "GET", "/me", nil, tok, false).status)
+		}
+		assert.Equal(t, http.StatusOK, call(t, a, "GET", "/me", nil, bob, false).status, "another user is unaffected")
+	})
+
+	t.Run("jwks has every token's kid", func(t *testing.T) {
+		at, rt := login(t, a, "alice", "secret")
+		set := fetchJWKS(t, b)
+		for _, tok := range []string{at, rt} {
+			jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.EdDSA})
+			require.NoError(t, err)
+			assert.NotEmpty(t, set.Key(jws.Signatures[0].Header.KeyID))
+		}
+	})
+}
+
+func fetchJWKS(t *testing.T, base string) jose.JSONWebKeySet {
+	res, err := http.Get(base + "/.well-known/jwks.json")
+	require.NoError(t, err)
+	defer res.Body.Close()
+	var set jose.JSONWebKeySet
+	require.NoError(t, json.NewDecoder(res.Body).Decode(&set))
+	return set
+}
+
+func TestEndToEndInMemory(t *testing.T) {
+	base := instance(t, filepath.Join(t.TempDir(), "key.pem"), "")
+	suite(t, base, base)
+}
+
+func TestEndToEndTwoInstancesOnRedis(t *testing.T) {
+	redis := redistest.Start(t)
+	key := filepath.Join(t.TempDir(), "key.pem")
+	a := instance(t, key, redis.Addr())
+	b := instance(t, key, redis.Addr())
+	suite(t, a, b)
+}
+
+// TestOAuth2Client: golang.org/x/oauth2, a client nobody here wrote, logs in
+// with the password grant and refreshes through its TokenSource.
+func TestOAuth2Client(t *testing.T) {
+	base := instance(t, filepath.Join(t.TempDir(), "key.pem"), "")
+	ctx := context.Background()
+	conf := &oauth2.Config{
+		ClientID:     "demo-client",
+		ClientSecret: "demo-secret",
+		Endpoint:     oauth2.Endpoint{TokenURL: base + "/token", AuthStyle: oauth2.AuthStyleInHeader},
+		Scopes:       []string{"read"},
+	}
+	tok, err := conf.PasswordCredentialsToken(ctx, "alice", "secret")
+	require.NoError(t, err)
+	assert.Equal(t, "Bearer", tok.TokenType)
+	assert.NotEmpty(t, tok.RefreshToken)
+
+	// Pretend the access token expired: the TokenSource refreshes.
+	stale := *tok
+	stale.Expiry = time.Now().Add(-time.Minute)
+	fresh, err := conf.TokenSource(ctx, &stale).Token()
+	require.NoError(t, err)
+	assert.NotEqual(t, tok.AccessToken, fresh.AccessToken)
+	assert.NotEqual(t, tok.RefreshToken, fresh.RefreshToken, "the refresh token rotated")
+
+	res, err := oauth2.NewClient(ctx, oauth2.StaticTokenSource(fresh)).Get(base + "/me")
+	require.NoError(t, err)
+	defer res.Body.Close()
+	var me map[string]any
+	require.NoError(t, json.NewDecoder(res.Body).Decode(&me))
+	assert.Equal(t, "alice", me["sub"])
+	assert.Equal(t, "read", me["scope"])
+
+	// The rotated-away refresh token is reuse.
+	_, err = conf.TokenSource(ctx, &stale).Token()
+	var re *oauth2.RetrieveError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, "invalid_grant", re.ErrorCode)
+}
+
+// TestIndependentJOSE: go-jose, with nothing but the server's JWKS,
+// verifies a token the server issued.
+func TestIndependentJOSE(t *testing.T) {
+	base := instance(t, filepath.Join(t.TempDir(), "key.pem"), "")
+	at, _ := login(t, base, "alice", "secret")
+	set := fetchJWKS(t, base)
+	jws, err := jose.ParseSigned(at, []jose.SignatureAlgorithm{jose.EdDSA})
+	require.NoError(t, err)
+	keys := set.Key(jws.Signatures[0].Header.KeyID)
+	require.Len(t, keys, 1)
+	payload, err := jws.Verify(keys[0])
+	require.NoError(t, err)
+	var claims map[string]any
+	require.NoError(t, json.Unmarshal(payload, &claims))
+	assert.Equal(t, "alice", claims["sub"])
+	assert.Equal(t, testIssuer, claims["iss"])
+	assert.Equal(t, "at+jwt", jws.Signatures[0].Header.ExtraHeaders["typ"])
+}
