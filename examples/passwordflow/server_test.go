@@ -238,7 +238,7 @@ func suite(t *testing.T, a, b string) {
 		at, rt := login(t, a, "alice", "secret")
 		set := fetchJWKS(t, b)
 		for _, tok := range []string{at, rt} {
-			jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.EdDSA})
+			jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.EdDSA})
 			require.NoError(t, err)
 			assert.NotEmpty(t, set.Key(jws.Signatures[0].Header.KeyID))
 		}
@@ -312,7 +312,7 @@ func TestIndependentJOSE(t *testing.T) {
 	base := instance(t, filepath.Join(t.TempDir(), "key.pem"), "")
 	at, _ := login(t, base, "alice", "secret")
 	set := fetchJWKS(t, base)
-	jws, err := jose.ParseSigned(at, []jose.SignatureAlgorithm{jose.EdDSA})
+	jws, err := jose.ParseSignedCompact(at, []jose.SignatureAlgorithm{jose.EdDSA})
 	require.NoError(t, err)
 	keys := set.Key(jws.Signatures[0].Header.KeyID)
 	require.Len(t, keys, 1)
