@@ -107,13 +107,41 @@ func ClaimsFrom(ctx context.Context) (*Claims, bool) {
 // the status, WWW-Authenticate challenge (RFC 6750, RFC 9470) and JSON body
 // {"error","error_description"} the failure calls for.
 type Guard struct {
-	v     *Verifier
-	realm string
+	v       *Verifier
+	realm   string
+	cookies *CookieConfig
 }
 
-// NewGuard returns a Guard for v; realm names the protected space in
-// challenges (may be empty).
-func NewGuard(v *Verifier, realm string) *Guard { return &Guard{v: v, realm: realm} }
+// GuardConfig configures a Guard.
+type GuardConfig struct {
+	// Realm names the protected space in challenges (may be empty).
+	Realm string
+	// Cookies, if set, also accepts the access token from its cookie when
+	// no Authorization header is sent, with a CSRF check on unsafe methods.
+	Cookies *CookieConfig
+}
+
+// NewGuard returns a Guard for v.
+func NewGuard(v *Verifier, cfg GuardConfig) *Guard {
+	g := &Guard{v: v, realm: cfg.Realm}
+	if cfg.Cookies != nil {
+		c := cfg.Cookies.withDefaults()
+		g.cookies = &c
+	}
+	return g
+}
+
+// Token returns the request's access token as the Guard reads it: the
+// Authorization header, else the access cookie if cookies are enabled (with
+// the CSRF check); "" when there is none. Handlers behind the Guard use it
+// to pass the token on, to Sessions.Renew or Logout.
+func (g *Guard) Token(r *http.Request) (string, error) {
+	tok, err := BearerToken(r)
+	if err != nil || tok != "" || g.cookies == nil {
+		return tok, err
+	}
+	return g.cookies.accessToken(r)
+}
 
 // Authenticate is middleware that requires a valid access token and puts
 // its claims in the request context (see ClaimsFrom).
@@ -128,7 +156,7 @@ func (g *Guard) Authenticate(next http.Handler) http.Handler {
 func (g *Guard) Require(req Requirement) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			tok, err := BearerToken(r)
+			tok, err := g.Token(r)
 			if err == nil && tok == "" {
 				g.WriteError(w, nil)
 				return

@@ -76,7 +76,7 @@ func serve(t *testing.T, h http.Handler, r *http.Request) response {
 
 func TestGuard(t *testing.T) {
 	sf := newSessions(t, jtiguard.SessionConfig{}, func(c *jtiguard.VerifierConfig) { c.ACRLevels = []string{"pwd", "mfa"} })
-	g := jtiguard.NewGuard(sf.ver, "api")
+	g := jtiguard.NewGuard(sf.ver, jtiguard.GuardConfig{Realm: "api"})
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, found := jtiguard.ClaimsFrom(r.Context())
 		require.True(t, found)
@@ -162,4 +162,66 @@ func FuzzBearerHeader(f *testing.F) {
 			t.Fatalf("accepted token %q from %q", tok, h)
 		}
 	})
+}
+
+func TestCookieTransport(t *testing.T) {
+	sf := newSessions(t, jtiguard.SessionConfig{})
+	cookies := jtiguard.CookieConfig{}
+	g := jtiguard.NewGuard(sf.ver, jtiguard.GuardConfig{Realm: "app", Cookies: &cookies})
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	pair := sf.login(t, "alice")
+
+	rec := httptest.NewRecorder()
+	require.NoError(t, cookies.Set(rec, pair))
+	set := map[string]*http.Cookie{}
+	for _, c := range rec.Result().Cookies() {
+		set[c.Name] = c
+	}
+	access, refresh, csrf := set["__Host-access"], set["__Secure-refresh"], set["__Host-csrf"]
+	require.NotNil(t, access)
+	require.NotNil(t, refresh)
+	require.NotNil(t, csrf)
+	for _, c := range []*http.Cookie{access, refresh, csrf} {
+		assert.True(t, c.Secure, c.Name)
+		assert.Equal(t, http.SameSiteStrictMode, c.SameSite, c.Name)
+	}
+	assert.True(t, access.HttpOnly)
+	assert.True(t, refresh.HttpOnly)
+	assert.False(t, csrf.HttpOnly, "the page's script reads the CSRF token")
+	assert.Equal(t, "/", access.Path)
+	assert.Equal(t, "/token", refresh.Path, "the refresh token goes to the refresh path only")
+	assert.Equal(t, pair.AccessToken, access.Value)
+
+	req := func(method string, withCSRF bool, cs ...*http.Cookie) *http.Request {
+		r := httptest.NewRequest(method, "/", nil)
+		for _, c := range cs {
+			r.AddCookie(c)
+		}
+		if withCSRF {
+			r.Header.Set("X-CSRF-Token", csrf.Value)
+		}
+		return r
+	}
+	assert.Equal(t, http.StatusNoContent, serve(t, g.Authenticate(ok), req("GET", false, access)).status)
+	assert.Equal(t, http.StatusForbidden, serve(t, g.Authenticate(ok), req("POST", false, access, csrf)).status, "no CSRF header")
+	wrong := req("POST", false, access, csrf)
+	wrong.Header.Set("X-CSRF-Token", "forged")
+	assert.Equal(t, http.StatusForbidden, serve(t, g.Authenticate(ok), wrong).status, "wrong CSRF header")
+	assert.Equal(t, http.StatusForbidden, serve(t, g.Authenticate(ok), req("POST", true, access)).status, "no CSRF cookie")
+	assert.Equal(t, http.StatusNoContent, serve(t, g.Authenticate(ok), req("POST", true, access, csrf)).status)
+
+	rt, err := cookies.RefreshToken(req("POST", true, refresh, csrf))
+	require.NoError(t, err)
+	assert.Equal(t, pair.RefreshToken, rt)
+	_, err = cookies.RefreshToken(req("POST", false, refresh, csrf))
+	assert.ErrorIs(t, err, jtiguard.ErrInvalidRequest)
+
+	clear := httptest.NewRecorder()
+	cookies.Clear(clear)
+	for _, c := range clear.Result().Cookies() {
+		assert.Negative(t, c.MaxAge, c.Name)
+	}
+	// Without cookies configured, a cookie is not a credential.
+	plain := jtiguard.NewGuard(sf.ver, jtiguard.GuardConfig{})
+	assert.Equal(t, http.StatusUnauthorized, serve(t, plain.Authenticate(ok), req("GET", false, access)).status)
 }

@@ -103,7 +103,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
-	s.guard = jtiguard.NewGuard(s.verifier, "passwordflow")
+	s.guard = jtiguard.NewGuard(s.verifier, jtiguard.GuardConfig{Realm: "passwordflow"})
 	s.routes()
 	return s, nil
 }
@@ -185,7 +185,7 @@ func (s *Server) mfa(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusForbidden, map[string]string{"error": "access_denied", "error_description": "wrong code"})
 		return
 	}
-	tok, _ := jtiguard.BearerToken(r) // the guard already checked it
+	tok, _ := s.guard.Token(r) // the guard already checked it
 	pair, err := s.sessions.Renew(r.Context(), tok, jtiguard.Change{ACR: "mfa", AMR: []string{"pwd", "otp"}})
 	if err != nil {
 		s.guard.WriteError(w, err)
@@ -234,7 +234,7 @@ func (s *Server) transfer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
-	tok, _ := jtiguard.BearerToken(r)
+	tok, _ := s.guard.Token(r)
 	if err := s.sessions.Logout(r.Context(), tok); err != nil {
 		s.guard.WriteError(w, err)
 		return
