@@ -7,7 +7,7 @@ FUZZTIME   ?= 10s
 # Fuzz targets as package:target pairs; each runs for FUZZTIME.
 FUZZ       := .:FuzzVerify .:FuzzParseJTI .:FuzzParseJWK .:FuzzClaimsJSON .:FuzzHeader .:FuzzBearerHeader .:FuzzChallenge
 
-.PHONY: test check vet lint unit fuzz bench run run-quickstart
+.PHONY: test check vet lint unit fuzz bench bench-core run run-quickstart
 
 test: check unit fuzz
 
@@ -28,9 +28,24 @@ fuzz:
 		echo "fuzz $$target for $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; done
 
-# -v shows the ratios each benchmark logs beside its results.
-bench:
+# The root module's own benchmarks, with the ratios each one logs (-v).
+bench-core:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -v . | grep -v '^=== RUN'
+
+# The comparison with peers (bench/ module): medians of 5 runs into
+# docs/bench.txt, benchstat's table into docs/benchstat.txt, and the report
+# into docs/bench.md, docs/bench.svg and README.md.
+BENCHSTAT_VERSION = v0.0.0-20260908200009-22c9c6c9d4da
+bench:
+	@command -v redis-server >/dev/null 2>&1 || echo "bench: redis-server not found (Debian package redis-server): the Redis rows will be skipped"
+	@command -v benchstat >/dev/null 2>&1 || test -x "$$($(GO) env GOPATH)/bin/benchstat" || { \
+		echo "bench: benchstat not found: installing golang.org/x/perf/cmd/benchstat@$(BENCHSTAT_VERSION) with go install"; \
+		$(GO) install golang.org/x/perf/cmd/benchstat@$(BENCHSTAT_VERSION); }
+	cd bench && $(GO) test -run '^$$' -bench 'Verify$$|Sessions|MemoryPerEntry' -benchmem -count=6 -benchtime=400ms . > ../docs/bench.txt
+	cd bench && $(GO) test -run '^$$' -bench 'VerifyParallel' -benchmem -count=6 -cpu=1,2 -benchtime=400ms . >> ../docs/bench.txt
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" benchstat docs/bench.txt > docs/benchstat.txt
+	cd bench && $(GO) run ./cmd/benchreport -in ../docs/bench.txt -md ../docs/bench.md -svg ../docs/bench.svg -readme ../README.md
+	@echo "bench: wrote docs/bench.txt, docs/benchstat.txt, docs/bench.md, docs/bench.svg and the README section"
 
 # The example token server on the in-memory store (Ctrl-C stops it).
 run:

@@ -1,6 +1,7 @@
 package jtiguard
 
 import (
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,10 +15,39 @@ import (
 // a re-verification. It answers nothing about revocation: the Verifier
 // checks time and the Store on every presentation, hit or miss.
 type tokenCache struct {
-	mu          sync.RWMutex // Clear must not run beside Get or Set
+	// ristretto's Clear must not run beside Get or Set. Readers take one
+	// of several read locks at random, the flush takes them all: one
+	// shared lock would make every verification on every core write the
+	// same cache line.
+	mu          [cacheLocks]paddedRWMutex
 	rc          *ristretto.Cache[string, *cachedToken]
 	keys        *KeySet
 	seenRetired atomic.Uint64
+}
+
+const cacheLocks = 16
+
+type paddedRWMutex struct {
+	sync.RWMutex
+	_ [40]byte
+}
+
+func (c *tokenCache) rlock() *sync.RWMutex {
+	m := &c.mu[rand.Uint32()%cacheLocks].RWMutex
+	m.RLock()
+	return m
+}
+
+func (c *tokenCache) lockAll() {
+	for i := range c.mu {
+		c.mu[i].Lock()
+	}
+}
+
+func (c *tokenCache) unlockAll() {
+	for i := range c.mu {
+		c.mu[i].Unlock()
+	}
 }
 
 type cachedToken struct {
@@ -48,9 +78,9 @@ func (c *tokenCache) get(token string, want TokenType) *Claims {
 		return nil
 	}
 	c.flushOnRetire()
-	c.mu.RLock()
+	m := c.rlock()
 	e, ok := c.rc.Get(token)
-	c.mu.RUnlock()
+	m.RUnlock()
 	if !ok || e.token != token || e.claims.Type != want {
 		return nil
 	}
@@ -66,23 +96,23 @@ func (c *tokenCache) put(token string, claims *Claims, key *Key, now time.Time) 
 	if c == nil {
 		return
 	}
-	c.mu.RLock()
+	m := c.rlock()
 	c.rc.SetWithTTL(token, &cachedToken{token: token, claims: claims, key: key}, 1, claims.ExpiresAt.Sub(now))
-	c.mu.RUnlock()
+	m.RUnlock()
 }
 
 // flushOnRetire empties the cache once after each key retirement.
 func (c *tokenCache) flushOnRetire() {
 	r := c.keys.retired.Load()
 	if seen := c.seenRetired.Load(); r != seen && c.seenRetired.CompareAndSwap(seen, r) {
-		c.mu.Lock()
+		c.lockAll()
 		c.rc.Clear()
-		c.mu.Unlock()
+		c.unlockAll()
 	}
 }
 
 func (c *tokenCache) close() {
-	c.mu.Lock()
+	c.lockAll()
 	c.rc.Close()
-	c.mu.Unlock()
+	c.unlockAll()
 }
