@@ -77,4 +77,16 @@
 //
 // Keys rotate through the KeySet: Add the next key (it appears in JWKS),
 // Rotate to it, and Retire the old one once its tokens have expired.
+//
+// # Sessions, HTTP and several replicas
+//
+// Sessions adds login, refresh-token rotation with reuse detection,
+// privilege changes (Renew), step tokens and logout on top of the Issuer and
+// Verifier. Guard is net/http middleware that rejects by default (bearer
+// token from the Authorization header only, or from cookies with a CSRF
+// check), and TokenEndpoint, RevocationEndpoint and JWKSHandler serve the
+// OAuth endpoints. The MemoryStore protects one process; the redisstore
+// module (its own module, so this one never pulls go-redis) shares the state
+// among replicas with one round trip per verification. Every store passes
+// the storetest conformance suite.
 package jtiguard
