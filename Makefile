@@ -28,7 +28,8 @@ fuzz:
 		echo "fuzz $$target for $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; done
 
-# The root module's own benchmarks, with the ratios each one logs (-v).
+# The root module's own benchmarks (store at 1e6 entries, sessions), with
+# what each one logs (-v).
 bench-core:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -v . | grep -v '^=== RUN'
 

@@ -2,12 +2,9 @@ package jtiguard_test
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
-
-	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/jtiguard/jtiguard"
 )
@@ -52,80 +49,6 @@ func benchToken(b *testing.B, iss *jtiguard.Issuer) string {
 }
 
 func nsPerOp(b *testing.B) float64 { return float64(b.Elapsed().Nanoseconds()) / float64(b.N) }
-
-// BenchmarkVerify compares, on the same token and claims, golang-jwt's
-// Parse with the options a careful user sets against jtiguard's full
-// verification (strict parse, signature, claims, store check) on a token's
-// first presentation (cold) and on later ones (warm: the verified-token
-// cache answers). It logs the ratios of this run.
-func BenchmarkVerify(b *testing.B) {
-	for _, alg := range []string{jtiguard.HS256, jtiguard.ES256, jtiguard.EdDSA} {
-		b.Run(alg, func(b *testing.B) {
-			keys, iss, newVerifier, now := benchSetup(b, alg)
-			tok := benchToken(b, iss)
-			ns := map[string]float64{}
-
-			b.Run("golang-jwt", func(b *testing.B) {
-				k, _ := keys.Key("bench")
-				pub := jtiguard.PublicMaterial(k)
-				p := jwt.NewParser(jwt.WithValidMethods([]string{alg}), jwt.WithIssuer(testIssuer),
-					jwt.WithAudience(testAudience), jwt.WithExpirationRequired(), jwt.WithIssuedAt(),
-					jwt.WithStrictDecoding(), jwt.WithTimeFunc(now))
-				keyfunc := func(t *jwt.Token) (any, error) {
-					if t.Header["kid"] != "bench" {
-						return nil, fmt.Errorf("unknown kid")
-					}
-					return pub, nil
-				}
-				b.ReportAllocs()
-				for b.Loop() {
-					if _, err := p.Parse(tok, keyfunc); err != nil {
-						b.Fatal(err)
-					}
-				}
-				ns["golang-jwt"] = nsPerOp(b)
-			})
-
-			b.Run("jtiguard-cold", func(b *testing.B) {
-				// Every presentation is a token's first: a pool of distinct
-				// tokens, and a fresh verifier (empty cache) each time the
-				// pool is used up, built outside the timer.
-				pool := make([]string, 2048)
-				for i := range pool {
-					pool[i] = benchToken(b, iss)
-				}
-				v := newVerifier()
-				ctx := context.Background()
-				b.ReportAllocs()
-				i := 0
-				for b.Loop() {
-					if i == len(pool) {
-						b.StopTimer()
-						v.Close()
-						v, i = newVerifier(), 0
-						b.StartTimer()
-					}
-					if _, err := v.Verify(ctx, pool[i]); err != nil {
-						b.Fatal(err)
-					}
-					i++
-				}
-				v.Close()
-				ns["cold"] = nsPerOp(b)
-			})
-
-			b.Run("jtiguard-warm", func(b *testing.B) {
-				v := newVerifier()
-				defer v.Close()
-				ns["warm"] = benchWarm(b, v, tok)
-			})
-			if g := ns["golang-jwt"]; g > 0 && ns["cold"] > 0 && ns["warm"] > 0 {
-				b.Logf("%s: golang-jwt %.0f ns, cold %.0f ns (%.2fx golang-jwt), warm %.0f ns (%.0fx faster than golang-jwt)",
-					alg, g, ns["cold"], ns["cold"]/g, ns["warm"], g/ns["warm"])
-			}
-		})
-	}
-}
 
 // BenchmarkMemoryStore measures the store's two hot operations with 1e6
 // live entries: a revocation check (hit and miss) and a consume (a new jti

@@ -27,7 +27,3 @@ func VerifyJWS(keys *KeySet, token string) error {
 
 // VerifySignature checks sig over msg with k's pinned algorithm.
 func VerifySignature(k *Key, msg string, sig []byte) error { return k.verifySignature(msg, sig) }
-
-// PublicMaterial returns the verification material of k, for benchmarks
-// that hand it to golang-jwt.
-func PublicMaterial(k *Key) any { return k.verify }

@@ -139,9 +139,13 @@ func walkthrough(base string, cfg Config) string {
   curl -s -H "Authorization: Bearer $AT" -d action_token=$ACT %[1]s/transfer   # done
   curl -s -H "Authorization: Bearer $AT" -d action_token=$ACT %[1]s/transfer   # replay refused
 
-  # revoke (RFC 7009), log out, log out everywhere; the public keys
+  # revoke (RFC 7009); log out; log out everywhere; the public keys
   curl -s -u %[2]s -d token=$AT %[1]s/revoke
+  curl -s -H "Authorization: Bearer $AT" %[1]s/me                              # revoked
+  AT=$(curl -s -u %[2]s -d grant_type=password -d username=%[3]s -d password=%[4]s %[1]s/token | jq -r .access_token)
   curl -s -X POST -H "Authorization: Bearer $AT" %[1]s/logout
+  AT=$(curl -s -u %[2]s -d grant_type=password -d username=%[3]s -d password=%[4]s %[1]s/token | jq -r .access_token)
+  curl -s -X POST -H "Authorization: Bearer $AT" %[1]s/logout-all              # every session of %[3]s
   curl -s %[1]s/.well-known/jwks.json
 
 `, base, c, user, pass, cfg.MFACode)
