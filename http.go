@@ -177,6 +177,51 @@ func (g *Guard) Require(req Requirement) func(http.Handler) http.Handler {
 	}
 }
 
+type oneTimeKey struct{}
+
+// OneTimeFrom returns the claims of the one-time token a Guard's Consume
+// accepted for the request.
+func OneTimeFrom(ctx context.Context) (*Claims, bool) {
+	c, ok := ctx.Value(oneTimeKey{}).(*Claims)
+	return c, ok
+}
+
+// Consume returns middleware that lets a request through only with a
+// one-time token for purpose, read from the request by from (a form field
+// or a header: never the bearer credential), and uses the token up: of any
+// number of requests presenting it, on every replica sharing the Store, one
+// gets through. Its claims are in the context (OneTimeFrom). A missing,
+// invalid or replayed token is answered 400 invalid_action_token; a store
+// that cannot answer, 503. Put it behind Authenticate or Require when the
+// action also needs a logged-in user, and compare the two subjects.
+func (g *Guard) Consume(purpose string, from func(*http.Request) string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			tok := from(r)
+			if tok == "" {
+				writeJSON(w, http.StatusBadRequest, errorBody{Error: "invalid_action_token", Description: "a one-time token is required"})
+				return
+			}
+			c, err := g.v.Consume(r.Context(), tok, purpose)
+			var e *Error
+			switch {
+			case err == nil:
+				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), oneTimeKey{}, c)))
+			case errors.As(err, &e) && e.Code == codeInvalidToken:
+				w.Header().Set("Cache-Control", "no-store")
+				writeJSON(w, http.StatusBadRequest, errorBody{Error: "invalid_action_token", Description: e.Description})
+			default:
+				g.WriteError(w, err)
+			}
+		})
+	}
+}
+
+// FormValue reads a one-time token from a POST form field, for Consume.
+func FormValue(name string) func(*http.Request) string {
+	return func(r *http.Request) string { return r.PostFormValue(name) }
+}
+
 // WriteError answers a request that failed authentication or
 // authorization: err nil means no token was presented (401 with a bare
 // Bearer challenge). An *Error is answered with its status and code;

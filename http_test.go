@@ -225,3 +225,29 @@ func TestCookieTransport(t *testing.T) {
 	plain := jtiguard.NewGuard(sf.ver, jtiguard.GuardConfig{})
 	assert.Equal(t, http.StatusUnauthorized, serve(t, plain.Authenticate(ok), req("GET", false, access)).status)
 }
+
+func TestGuardConsume(t *testing.T) {
+	f := newFixture(t)
+	g := jtiguard.NewGuard(f.ver, jtiguard.GuardConfig{})
+	h := g.Consume("confirm", jtiguard.FormValue("action_token"))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, ok := jtiguard.OneTimeFrom(r.Context())
+		require.True(t, ok)
+		_, _ = w.Write([]byte(c.Subject))
+	}))
+	once, _ := f.oneTime(t, "confirm")
+	post := func(tok string) *http.Request {
+		r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(url.Values{"action_token": {tok}}.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		return r
+	}
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	assert.Equal(t, http.StatusServiceUnavailable, serve(t, h, post(once).WithContext(done)).status, "fails closed, and does not use the token up")
+	assert.Equal(t, http.StatusOK, serve(t, h, post(once)).status)
+	res := serve(t, h, post(once))
+	assert.Equal(t, http.StatusBadRequest, res.status, "replay")
+	assert.Equal(t, "invalid_action_token", res.body["error"])
+	assert.Equal(t, http.StatusBadRequest, serve(t, h, post("")).status)
+	access, _ := f.access(t)
+	assert.Equal(t, http.StatusBadRequest, serve(t, h, post(access)).status, "an access token is not a one-time token")
+}

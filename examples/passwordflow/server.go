@@ -135,7 +135,8 @@ func (s *Server) routes() {
 	s.mux.Handle("POST /mfa", s.guard.Authenticate(http.HandlerFunc(s.mfa)))
 	s.mux.Handle("GET /admin", s.guard.Require(jtiguard.Requirement{ACR: "mfa"})(http.HandlerFunc(s.admin)))
 	s.mux.Handle("POST /transfer/token", s.guard.Require(jtiguard.Requirement{Scopes: []string{"write"}})(http.HandlerFunc(s.transferToken)))
-	s.mux.Handle("POST /transfer", s.guard.Require(jtiguard.Requirement{Scopes: []string{"write"}})(http.HandlerFunc(s.transfer)))
+	s.mux.Handle("POST /transfer", s.guard.Require(jtiguard.Requirement{Scopes: []string{"write"}})(
+		s.guard.Consume(purpose, jtiguard.FormValue("action_token"))(http.HandlerFunc(s.transfer))))
 	s.mux.Handle("POST /logout", s.guard.Authenticate(http.HandlerFunc(s.logout)))
 	s.mux.Handle("POST /logout-all", s.guard.Authenticate(http.HandlerFunc(s.logoutAll)))
 }
@@ -209,28 +210,16 @@ func (s *Server) transferToken(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"action_token": tok})
 }
 
-// transfer consumes the action token: the first presentation succeeds,
-// every replay fails.
+// transfer runs behind the guard's Consume: the action token has been used
+// up, so this runs once per token, on any replica.
 func (s *Server) transfer(w http.ResponseWriter, r *http.Request) {
-	if err := r.ParseForm(); err != nil || r.PostForm.Get("action_token") == "" {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "action_token is required"})
+	a, _ := jtiguard.OneTimeFrom(r.Context())
+	if a.Subject != claims(r).Subject {
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "access_denied", "error_description": "the action token belongs to another user"})
 		return
 	}
-	a, err := s.verifier.Consume(r.Context(), r.PostForm.Get("action_token"), purpose)
-	var e *jtiguard.Error
-	switch {
-	case errors.As(err, &e) && e.Status == http.StatusServiceUnavailable:
-		s.guard.WriteError(w, err)
-	case err != nil && errors.As(err, &e):
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_action_token", "error_description": e.Description})
-	case err != nil:
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "server_error"})
-	case a.Subject != claims(r).Subject:
-		writeJSON(w, http.StatusForbidden, map[string]string{"error": "access_denied", "error_description": "the action token belongs to another user"})
-	default:
-		s.cfg.Logger.Info("transfer approved", "sub", a.Subject, "jti", a.ID.String())
-		writeJSON(w, http.StatusOK, map[string]string{"status": "done"})
-	}
+	s.cfg.Logger.Info("transfer approved", "sub", a.Subject, "jti", a.ID.String())
+	writeJSON(w, http.StatusOK, map[string]string{"status": "done"})
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
