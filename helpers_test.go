@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -83,7 +84,7 @@ func newFixture(t testing.TB, cfg ...func(*jtiguard.VerifierConfig)) *fixture {
 	// process, as the fuzzing engine's workers need.
 	f.issuer, err = jtiguard.NewIssuer(f.keys, jtiguard.IssuerConfig{Issuer: testIssuer, Now: f.clock.Now, Rand: &lockedReader{r: rand.NewChaCha8([32]byte{1})}})
 	require.NoError(t, err)
-	vc := jtiguard.VerifierConfig{Issuer: testIssuer, Audience: testAudience, Store: f.store, Now: f.clock.Now}
+	vc := jtiguard.VerifierConfig{Issuer: testIssuer, Audience: testAudience, Store: f.store, Now: f.clock.Now, Logger: slog.New(slog.DiscardHandler)}
 	for _, c := range cfg {
 		c(&vc)
 	}
