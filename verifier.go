@@ -71,9 +71,10 @@ type VerifierConfig struct {
 // kid chooses the key, the key pins the algorithm and typ must be the
 // class the method accepts; the signature; claims as strict JSON (no
 // duplicate or case-variant registered names, numbers as integers); iss,
-// aud, exp, iat, jti present and valid, exp-iat within MaxLifetime, iat and
-// nbf not beyond Leeway in the future; then the Store: revoked, used, or
-// issued before the store's memory begins.
+// sub, aud, exp, iat, jti present and valid, exp-iat within MaxLifetime,
+// iat and nbf not beyond Leeway in the future; then the Store, in one read:
+// revoked, used, its session family ended, revoked for reuse or at another
+// generation, or issued before the store's memory begins.
 type Verifier struct {
 	keys  *KeySet
 	cfg   VerifierConfig

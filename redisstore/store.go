@@ -1,5 +1,5 @@
-// Package redisstore is a jtiguard Store and SessionStore on Redis (6.2 or
-// later) or Valkey, for API servers with several replicas: revocation,
+// Package redisstore is a jtiguard Store and SessionStore on Redis 6.2 or
+// later (tested with 7.0), for API servers with several replicas: revocation,
 // one-time use and session state hold across all of them.
 //
 // Every mutation is one atomic Lua script. Keys are laid out with hash tags
