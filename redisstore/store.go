@@ -37,7 +37,8 @@ import (
 type Config struct {
 	// Client is the Redis connection: a *redis.Client, a Sentinel
 	// failover client or a *redis.ClusterClient. Required. The Store does
-	// not close it.
+	// not close it. Set ContextTimeoutEnabled in its options so that calls
+	// end at the request's deadline rather than at ReadTimeout.
 	Client redis.UniversalClient
 	// Prefix starts every key; default "jtiguard:". Give each
 	// deployment sharing one Redis its own.

@@ -436,3 +436,38 @@ func awaitReconnect(t *testing.T, r *replica) {
 		return !errors.Is(err, jtiguard.ErrStoreUnavailable)
 	}, 10*time.Second, 20*time.Millisecond)
 }
+
+// TestSlowRedisFailsClosed: a server that stops answering (CLIENT PAUSE)
+// makes verification fail closed within the request's deadline.
+func TestSlowRedisFailsClosed(t *testing.T) {
+	srv := redistest.Start(t)
+	// ContextTimeoutEnabled makes go-redis honour the request's deadline;
+	// without it a call waits for ReadTimeout (3 s by default).
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { client.Close() })
+	r := newReplica(t, testKeys(t), newStore(t, client, -1))
+	tok, _, err := r.iss.Access(jtiguard.Claims{Subject: "alice", Audience: []string{testAudience}})
+	require.NoError(t, err)
+	once, _, err := r.iss.OneTime(jtiguard.Claims{Subject: "alice", Audience: []string{testAudience}, Purpose: "p"})
+	require.NoError(t, err)
+	admin := standaloneClient(t, srv.Addr())
+	require.NoError(t, admin.Do(context.Background(), "CLIENT", "PAUSE", "1500", "ALL").Err())
+
+	for name, call := range map[string]func(context.Context) error{
+		"verify":  func(ctx context.Context) error { _, err := r.ver.Verify(ctx, tok); return err },
+		"consume": func(ctx context.Context) error { _, err := r.ver.Consume(ctx, once, "p"); return err },
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		start := time.Now()
+		err := call(ctx)
+		cancel()
+		require.ErrorIs(t, err, jtiguard.ErrStoreUnavailable, name)
+		assert.Less(t, time.Since(start), time.Second, "%s waited past its deadline", name)
+	}
+	// Once the server answers again, so does the store: the consume that
+	// timed out may or may not have run, but nothing passed while paused.
+	require.Eventually(t, func() bool {
+		_, err := r.ver.Verify(context.Background(), tok)
+		return err == nil
+	}, 5*time.Second, 20*time.Millisecond)
+}

@@ -69,7 +69,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	var store jtiguard.Store
 	if cfg.RedisAddr != "" {
-		rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr})
+		rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, ContextTimeoutEnabled: true})
 		rs, err := redisstore.New(ctx, redisstore.Config{Client: rdb, Prefix: "passwordflow:"})
 		if err != nil {
 			rdb.Close()
