@@ -4,7 +4,6 @@ import (
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
 )
@@ -92,12 +91,15 @@ func (c *tokenCache) get(token string, want TokenType) *Claims {
 	return e.claims
 }
 
-func (c *tokenCache) put(token string, claims *Claims, key *Key, now time.Time) {
+func (c *tokenCache) put(token string, claims *Claims, key *Key) {
 	if c == nil {
 		return
 	}
 	m := c.rlock()
-	c.rc.SetWithTTL(token, &cachedToken{token: token, claims: claims, key: key}, 1, claims.ExpiresAt.Sub(now))
+	// No TTL: every hit checks exp itself, and a TTL would cost ristretto a
+	// clock read per Get. Expired entries are no longer read, so the
+	// frequency-based policy evicts them first.
+	c.rc.Set(token, &cachedToken{token: token, claims: claims, key: key}, 1)
 	m.RUnlock()
 }
 

@@ -252,7 +252,7 @@ func (v *Verifier) verified(token string, want TokenType) (*Claims, error) {
 	if err != nil {
 		return nil, reject(err)
 	}
-	cache.put(token, c, key, now)
+	cache.put(token, c, key)
 	return c, nil
 }
 
