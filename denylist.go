@@ -32,8 +32,7 @@ func (v *Verifier) revokeAuthentic(ctx context.Context, c *Claims) error {
 		return fmt.Errorf("%w: a refresh token is revoked by ending its family, which needs a SessionStore", ErrConfig)
 	}
 	if err := sessions.End(ctx, c.sid); err != nil {
-		_, err = v.settle(ctx, c, Live, err)
-		return err
+		return v.settle(ctx, c, Live, err)
 	}
 	v.report(ctx, eventFor(EventFamilyRevoked, c))
 	return nil
@@ -76,8 +75,7 @@ func (v *Verifier) revoke(ctx context.Context, c *Claims) error {
 		return nil
 	}
 	if err := v.cfg.Store.Revoke(ctx, v.ref(c)); err != nil {
-		_, err = v.settle(ctx, c, Live, err)
-		return err
+		return v.settle(ctx, c, Live, err)
 	}
 	return nil
 }

@@ -180,14 +180,14 @@ func ExampleSessions_Renew() {
 
 	pwd, _ := sessions.Login(ctx, jtiguard.Login{Subject: "alice", ACR: "pwd"})
 	claims, _ := verifier.Verify(ctx, pwd.AccessToken)
-	fmt.Println("before MFA:", verifier.Require(claims, admin))
+	fmt.Println("before MFA:", verifier.Require(&claims, admin))
 
 	mfa, err := sessions.Renew(ctx, pwd.AccessToken, jtiguard.Change{ACR: "mfa", AMR: []string{"pwd", "otp"}})
 	if err != nil {
 		panic(err)
 	}
 	claims, _ = verifier.Verify(ctx, mfa.AccessToken)
-	fmt.Println("after MFA:", verifier.Require(claims, admin))
+	fmt.Println("after MFA:", verifier.Require(&claims, admin))
 	_, err = verifier.Verify(ctx, pwd.AccessToken)
 	fmt.Println("the pre-MFA token:", err)
 	// Output:

@@ -84,7 +84,7 @@ func newFixture(t testing.TB, cfg ...func(*jtiguard.VerifierConfig)) *fixture {
 	// process, as the fuzzing engine's workers need.
 	f.issuer, err = jtiguard.NewIssuer(f.keys, jtiguard.IssuerConfig{Issuer: testIssuer, Now: f.clock.Now, Rand: &lockedReader{r: rand.NewChaCha8([32]byte{1})}})
 	require.NoError(t, err)
-	vc := jtiguard.VerifierConfig{Issuer: testIssuer, Audience: testAudience, Store: f.store, Now: f.clock.Now, Logger: slog.New(slog.DiscardHandler)}
+	vc := jtiguard.VerifierConfig{Issuer: testIssuer, Audience: testAudience, Store: f.store, Now: f.clock.Now, Logger: quiet}
 	for _, c := range cfg {
 		c(&vc)
 	}
@@ -124,3 +124,7 @@ func segments(tok string) (h, p, s string) {
 	parts := strings.Split(tok, ".")
 	return parts[0], parts[1], parts[2]
 }
+
+// quiet is the logger of verifiers whose security events the tests do not
+// read.
+var quiet = slog.New(slog.DiscardHandler)

@@ -161,18 +161,18 @@ func (g *Guard) Require(req Requirement) func(http.Handler) http.Handler {
 				g.WriteError(w, nil)
 				return
 			}
-			var c *Claims
+			var c Claims
 			if err == nil {
 				c, err = g.v.Verify(r.Context(), tok)
 			}
 			if err == nil {
-				err = g.v.Require(c, req)
+				err = g.v.Require(&c, req)
 			}
 			if err != nil {
 				g.WriteError(w, err)
 				return
 			}
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, c)))
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, &c)))
 		})
 	}
 }
@@ -206,7 +206,7 @@ func (g *Guard) Consume(purpose string, from func(*http.Request) string) func(ht
 			var e *Error
 			switch {
 			case err == nil:
-				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), oneTimeKey{}, c)))
+				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), oneTimeKey{}, &c)))
 			case errors.As(err, &e) && e.Code == codeInvalidToken:
 				w.Header().Set("Cache-Control", "no-store")
 				writeJSON(w, http.StatusBadRequest, errorBody{Error: "invalid_action_token", Description: e.Description})

@@ -224,11 +224,11 @@ func (s *Sessions) Renew(ctx context.Context, accessToken string, ch Change) (*T
 	if c.sid.IsZero() {
 		return nil, fmt.Errorf("%w: the token belongs to no session", ErrConfig)
 	}
-	r, err := s.rotate(ctx, c, Rotation{NewGeneration: true})
+	r, err := s.rotate(ctx, &c, Rotation{NewGeneration: true})
 	if err != nil {
 		return nil, err
 	}
-	facts := *c
+	facts := c
 	if ch.ACR != "" {
 		facts.ACR = ch.ACR
 	}
@@ -355,11 +355,9 @@ func (s *Sessions) refused(ctx context.Context, st Status, c *Claims) error {
 		s.ver.report(ctx, eventFor(EventRefreshReused, c))
 		s.ver.report(ctx, eventFor(EventFamilyRevoked, c))
 	}
-	_, err := s.ver.settle(ctx, c, st, nil)
-	return err
+	return s.ver.settle(ctx, c, st, nil)
 }
 
 func (s *Sessions) unavailable(ctx context.Context, err error, c *Claims) error {
-	_, e := s.ver.settle(ctx, c, Live, err)
-	return e
+	return s.ver.settle(ctx, c, Live, err)
 }

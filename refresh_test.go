@@ -213,7 +213,7 @@ func TestStepUpInvalidatesEarlierTokens(t *testing.T) {
 	require.NoError(t, err)
 
 	adminRoute := jtiguard.Requirement{ACR: "mfa", MaxAge: 10 * time.Minute}
-	err = sf.ver.Require(c, adminRoute)
+	err = sf.ver.Require(&c, adminRoute)
 	require.ErrorIs(t, err, jtiguard.ErrInsufficientAuth)
 	assert.NotErrorIs(t, err, jtiguard.ErrInvalidToken, "the token is valid, only not enough")
 	var e *jtiguard.Error
@@ -242,16 +242,16 @@ func TestStepUpInvalidatesEarlierTokens(t *testing.T) {
 	require.NoError(t, err)
 	c, err = sf.ver.Verify(ctx, after.AccessToken)
 	require.NoError(t, err)
-	require.NoError(t, sf.ver.Require(c, adminRoute), "the post-MFA token meets the route")
-	require.NoError(t, sf.ver.Require(c, jtiguard.Requirement{ACR: "pwd"}), "a higher level meets a lower requirement")
-	require.ErrorIs(t, sf.ver.Require(c, jtiguard.Requirement{ACR: "hwk"}), jtiguard.ErrInsufficientAuth)
+	require.NoError(t, sf.ver.Require(&c, adminRoute), "the post-MFA token meets the route")
+	require.NoError(t, sf.ver.Require(&c, jtiguard.Requirement{ACR: "pwd"}), "a higher level meets a lower requirement")
+	require.ErrorIs(t, sf.ver.Require(&c, jtiguard.Requirement{ACR: "hwk"}), jtiguard.ErrInsufficientAuth)
 
 	sf.clock.Advance(11 * time.Minute)
 	p3, err := sf.sess.Refresh(ctx, after.RefreshToken)
 	require.NoError(t, err)
 	c, err = sf.ver.Verify(ctx, p3.AccessToken)
 	require.NoError(t, err)
-	assert.ErrorIs(t, sf.ver.Require(c, adminRoute), jtiguard.ErrInsufficientAuth, "max auth age: refreshing does not make authentication recent")
+	assert.ErrorIs(t, sf.ver.Require(&c, adminRoute), jtiguard.ErrInsufficientAuth, "max auth age: refreshing does not make authentication recent")
 
 	_, err = sf.sess.Renew(ctx, p3.AccessToken, jtiguard.Change{ACR: "mfa"})
 	require.NoError(t, err)

@@ -152,13 +152,20 @@ func (v *Verifier) Store() Store { return v.cfg.Store }
 // ErrStoreUnavailable. Only an access token (typ at+jwt) is ever accepted.
 // A token of a session family is accepted only while the family is live
 // and at the token's generation.
-func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
+//
+// The claims are returned by value, so a caller can change them without
+// touching what other requests see; their slices and Extra map are shared
+// and must be treated as read-only.
+func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 	c, err := v.verified(token, Access)
 	if err != nil {
-		return nil, err
+		return Claims{}, err
 	}
 	st, err := v.cfg.Store.Check(ctx, v.ref(c))
-	return v.settle(ctx, c, st, err)
+	if err := v.settle(ctx, c, st, err); err != nil {
+		return Claims{}, err
+	}
+	return *c, nil
 }
 
 // Consume checks a one-time token issued for purpose and marks it used,
@@ -166,25 +173,28 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 // token, on this process or on any sharing the Store, exactly one succeeds;
 // the others get ErrReplayed. Only a one-time token (typ once+jwt) is ever
 // accepted.
-func (v *Verifier) Consume(ctx context.Context, token, purpose string) (*Claims, error) {
+func (v *Verifier) Consume(ctx context.Context, token, purpose string) (Claims, error) {
 	return v.consume(ctx, token, OneTime, purpose)
 }
 
 // consume is Consume for the single-use classes: one-time and step tokens.
-func (v *Verifier) consume(ctx context.Context, token string, class TokenType, purpose string) (*Claims, error) {
+func (v *Verifier) consume(ctx context.Context, token string, class TokenType, purpose string) (Claims, error) {
 	c, err := v.verified(token, class)
 	if err != nil {
-		return nil, err
+		return Claims{}, err
 	}
 	if c.Purpose != purpose {
-		return nil, reject(ErrWrongPurpose)
+		return Claims{}, reject(ErrWrongPurpose)
 	}
 	nonce := rand.Uint64() | 1 // never 0, which means "no nonce"
 	st, err := v.cfg.Store.Consume(ctx, v.ref(c), nonce)
 	if st == Used {
 		v.report(ctx, eventFor(EventReplayRefused, c))
 	}
-	return v.settle(ctx, c, st, err)
+	if err := v.settle(ctx, c, st, err); err != nil {
+		return Claims{}, err
+	}
+	return *c, nil
 }
 
 // statusErrs maps what a store reports to the rejection it causes.
@@ -197,24 +207,23 @@ var statusErrs = map[Status]error{
 	Superseded: ErrSuperseded,
 }
 
-// settle turns the store's answer into the result: a copy of the claims
-// (the cache keeps the original) only for Live, and never a pass on error
-// or on a status it does not know.
-func (v *Verifier) settle(ctx context.Context, c *Claims, st Status, err error) (*Claims, error) {
+// settle turns the store's answer about c into the error, if any: nil only
+// for Live, and never a pass on a store error or on a status it does not
+// know.
+func (v *Verifier) settle(ctx context.Context, c *Claims, st Status, err error) error {
 	switch {
 	case err != nil:
 		e := eventFor(EventStoreUnavailable, c)
 		e.Err = err
 		v.report(ctx, e)
-		return nil, unavailable(err)
+		return unavailable(err)
 	case st == Live:
-		out := *c
-		return &out, nil
+		return nil
 	}
 	if kind, ok := statusErrs[st]; ok {
-		return nil, reject(kind)
+		return reject(kind)
 	}
-	return nil, reject(ErrStateLost)
+	return reject(ErrStateLost)
 }
 
 // ref names c to the store, keeping state until no verifier clock within

@@ -184,7 +184,7 @@ func TestVerifyRejectsForgedAndMalformed(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := f.ver.Verify(context.Background(), tc.token)
 			require.Error(t, err)
-			assert.Nil(t, c)
+			assert.Zero(t, c)
 			assert.ErrorIs(t, err, tc.want)
 			assert.ErrorIs(t, err, jtiguard.ErrInvalidToken)
 			var e *jtiguard.Error
@@ -306,7 +306,7 @@ func TestRevokedUntilExpiry(t *testing.T) {
 	require.ErrorIs(t, err, jtiguard.ErrRevoked)
 
 	// A second verifier sharing the store sees the revocation.
-	other, err := jtiguard.NewVerifier(f.keys, jtiguard.VerifierConfig{Issuer: testIssuer, Audience: testAudience, Store: f.store, Now: f.clock.Now})
+	other, err := jtiguard.NewVerifier(f.keys, jtiguard.VerifierConfig{Issuer: testIssuer, Audience: testAudience, Store: f.store, Now: f.clock.Now, Logger: quiet})
 	require.NoError(t, err)
 	defer other.Close()
 	_, err = other.Verify(ctx, tok)
@@ -357,7 +357,7 @@ func TestStoreFailureFailsClosed(t *testing.T) {
 		f := newFixture(t)
 		small, err := jtiguard.NewMemoryStore(jtiguard.MemoryConfig{Capacity: 1, Now: f.clock.Now})
 		require.NoError(t, err)
-		ver, err := jtiguard.NewVerifier(f.keys, jtiguard.VerifierConfig{Issuer: testIssuer, Audience: testAudience, Store: small, Now: f.clock.Now})
+		ver, err := jtiguard.NewVerifier(f.keys, jtiguard.VerifierConfig{Issuer: testIssuer, Audience: testAudience, Store: small, Now: f.clock.Now, Logger: quiet})
 		require.NoError(t, err)
 		defer ver.Close()
 		first, _ := f.oneTime(t, "p")
