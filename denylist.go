@@ -31,7 +31,7 @@ func (v *Verifier) revokeAuthentic(ctx context.Context, c *Claims) error {
 	if !ok || c.sid.IsZero() {
 		return fmt.Errorf("%w: a refresh token is revoked by ending its family, which needs a SessionStore", ErrConfig)
 	}
-	if err := sessions.End(ctx, c.sid); err != nil {
+	if err := sessions.End(ctx, c.Subject, c.sid); err != nil {
 		return v.settle(ctx, c, Live, err)
 	}
 	v.report(ctx, eventFor(EventFamilyRevoked, c))
@@ -56,18 +56,17 @@ func (v *Verifier) authentic(token string) (*Claims, error) {
 }
 
 // RevokeID revokes a token without the token itself, by what was logged
-// when it was issued: its jti, its session's sid (empty for a token of no
-// session) and its expiry. Revoking a jti that was never issued only costs
-// a store entry until exp.
-func (v *Verifier) RevokeID(ctx context.Context, id JTI, sid string, exp time.Time) error {
-	c := &Claims{ID: id, ExpiresAt: exp, Session: sid}
-	if sid != "" {
-		var err error
-		if c.sid, err = ParseJTI(sid); err != nil {
-			return fmt.Errorf("%w: malformed sid", ErrConfig)
-		}
+// when it was issued: its jti, its subject and its expiry. It holds for a
+// token of any class, of a session or not: a revoked refresh token mints
+// no successor, a revoked access token is refused. The subject must be the
+// token's sub: stores keep a subject's state together, and a revocation
+// recorded under another subject revokes nothing (revoking a jti that was
+// never issued only costs a store entry until exp).
+func (v *Verifier) RevokeID(ctx context.Context, id JTI, subject string, exp time.Time) error {
+	if id.IsZero() || subject == "" {
+		return fmt.Errorf("%w: RevokeID needs the jti and the subject", ErrConfig)
 	}
-	return v.revoke(ctx, c)
+	return v.revoke(ctx, &Claims{ID: id, Subject: subject, ExpiresAt: exp})
 }
 
 func (v *Verifier) revoke(ctx context.Context, c *Claims) error {

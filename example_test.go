@@ -158,13 +158,20 @@ func ExampleSessions_Refresh() {
 	second, err := sessions.Refresh(ctx, first.RefreshToken)
 	fmt.Println("refresh:", err, second.Access.Session == first.Access.Session)
 
-	// An attacker (or a confused client) presents the rotated token again.
+	// A client that lost the response retries within the grace window (10 s
+	// by default) and gets the same successor, not a new one.
+	retry, err := sessions.Refresh(ctx, first.RefreshToken)
+	fmt.Println("retry:", err, retry.RefreshToken == second.RefreshToken)
+
+	third, _ := sessions.Refresh(ctx, second.RefreshToken)
+	// An attacker (or a confused client) presents an older token: reuse.
 	_, err = sessions.Refresh(ctx, first.RefreshToken)
 	fmt.Println("replay:", err)
-	_, err = verifier.Verify(ctx, second.AccessToken)
+	_, err = verifier.Verify(ctx, third.AccessToken)
 	fmt.Println("the newest access token:", errors.Is(err, jtiguard.ErrRefreshReused))
 	// Output:
 	// refresh: <nil> true
+	// retry: <nil> true
 	// replay: jtiguard: refresh token reused: session revoked
 	// the newest access token: true
 }

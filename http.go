@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -192,12 +193,21 @@ func OneTimeFrom(ctx context.Context) (*Claims, bool) {
 // number of requests presenting it, on every replica sharing the Store, one
 // gets through. Its claims are in the context (OneTimeFrom). A missing,
 // invalid or replayed token is answered 400 invalid_action_token; a store
-// that cannot answer, 503. Put it behind Authenticate or Require when the
-// action also needs a logged-in user, and compare the two subjects.
+// that cannot answer, 503. The request body is capped at MaxFormBytes,
+// whatever from reads; a larger one is answered 413 invalid_request and
+// uses nothing up. Put it behind Authenticate or Require when the action
+// also needs a logged-in user, and compare the two subjects.
 func (g *Guard) Consume(purpose string, from func(*http.Request) string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body := capBody(w, r)
 			tok := from(r)
+			if body.over {
+				// Not a token problem: net/http's form parser dropped the
+				// error, and "a one-time token is required" would mislead.
+				writeJSON(w, http.StatusRequestEntityTooLarge, errorBody{Error: "invalid_request", Description: bodyTooLarge})
+				return
+			}
 			if tok == "" {
 				writeJSON(w, http.StatusBadRequest, errorBody{Error: "invalid_action_token", Description: "a one-time token is required"})
 				return
@@ -217,9 +227,55 @@ func (g *Guard) Consume(purpose string, from func(*http.Request) string) func(ht
 	}
 }
 
-// FormValue reads a one-time token from a POST form field, for Consume.
+// FormValue reads a one-time token from a POST form field, for Consume. It
+// reads at most MaxFormBytes of the body (net/http alone would read 10 MB);
+// a larger body yields "", and Consume answers it 413.
 func FormValue(name string) func(*http.Request) string {
-	return func(r *http.Request) string { return r.PostFormValue(name) }
+	return func(r *http.Request) string {
+		capBody(nil, r)
+		return r.PostFormValue(name)
+	}
+}
+
+// MaxFormBytes caps every request body jtiguard reads: the forms of
+// TokenEndpoint and RevocationEndpoint, and whatever Consume's from reads
+// (FormValue). They carry a few tokens and names, far below it; without a
+// cap, net/http reads up to 10 MB of each into memory before anything is
+// checked.
+const MaxFormBytes = 64 << 10
+
+const bodyTooLarge = "the request body is over 64 KiB" // MaxFormBytes
+
+// formBody is a request body capped at MaxFormBytes that remembers going
+// over the cap, because r.PostFormValue and its kind drop the error.
+type formBody struct {
+	io.ReadCloser
+	over bool
+}
+
+func (b *formBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		b.over = true
+	}
+	return n, err
+}
+
+// capBody caps r's body at MaxFormBytes, once however often it is called, so
+// that every form read goes through one cap. When w is the server's own
+// ResponseWriter, the server closes the connection after a body over the
+// cap rather than reading on; w may be nil.
+func capBody(w http.ResponseWriter, r *http.Request) *formBody {
+	if b, ok := r.Body.(*formBody); ok {
+		return b
+	}
+	if r.Body == nil {
+		r.Body = http.NoBody
+	}
+	b := &formBody{ReadCloser: http.MaxBytesReader(w, r.Body, MaxFormBytes)}
+	r.Body = b
+	return b
 }
 
 // WriteError answers a request that failed authentication or
@@ -358,16 +414,20 @@ func clientCredentials(r *http.Request) (id, secret string, err error) {
 }
 
 // parseForm reads an OAuth endpoint's POST form, refusing other methods,
-// other content types, repeated parameters and parameters in the URL.
-func parseForm(r *http.Request) error {
+// other content types, bodies over MaxFormBytes, repeated parameters and
+// parameters in the URL.
+func parseForm(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		return requestError(ErrInvalidRequest, http.StatusMethodNotAllowed, "invalid_request", "POST required")
 	}
 	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
 		return invalidRequest("the body must be application/x-www-form-urlencoded")
 	}
-	r.Body = http.MaxBytesReader(nil, r.Body, 64<<10)
+	body := capBody(w, r)
 	if err := r.ParseForm(); err != nil {
+		if body.over {
+			return invalidRequest(bodyTooLarge)
+		}
 		return invalidRequest("malformed form")
 	}
 	if r.URL.RawQuery != "" {
@@ -386,7 +446,9 @@ func parseForm(r *http.Request) error {
 // client (HTTP Basic or form), leaves the user's credential check to
 // Password, and answers with section 5.1 success and section 5.2 error
 // responses, never cached. Every successful password grant starts a new
-// session family; every refresh rotates.
+// session family; every refresh rotates. A body over MaxFormBytes is
+// answered 400 invalid_request, as section 5.2 has it for a malformed
+// request, so OAuth clients read it like any other error.
 type TokenEndpoint struct {
 	Sessions *Sessions
 	// Clients authenticates the OAuth client. Required.
@@ -401,7 +463,7 @@ type TokenEndpoint struct {
 
 // ServeHTTP implements http.Handler.
 func (e *TokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	pair, err := e.grant(r)
+	pair, err := e.grant(w, r)
 	if err != nil {
 		writeTokenError(w, e.Realm, err)
 		return
@@ -431,8 +493,8 @@ func WriteTokenPair(w http.ResponseWriter, pair *TokenPair) {
 	})
 }
 
-func (e *TokenEndpoint) grant(r *http.Request) (*TokenPair, error) {
-	if err := parseForm(r); err != nil {
+func (e *TokenEndpoint) grant(w http.ResponseWriter, r *http.Request) (*TokenPair, error) {
+	if err := parseForm(w, r); err != nil {
 		return nil, err
 	}
 	id, secret, err := clientCredentials(r)
@@ -510,9 +572,10 @@ func writeTokenError(w http.ResponseWriter, realm string, err error) {
 // class: a refresh token ends its session family, any other token is
 // revoked by its jti. It answers 200 for tokens that are unknown, invalid
 // or already revoked (the client can do nothing about them), 401 for a
-// client that fails to authenticate, and 503 when the store cannot record
-// the revocation. token_type_hint is accepted and not trusted: the token's
-// own typ decides.
+// client that fails to authenticate, 400 invalid_request for a malformed
+// request or a body over MaxFormBytes (RFC 7009 section 2.2.1 uses RFC 6749's
+// errors), and 503 when the store cannot record the revocation.
+// token_type_hint is accepted and not trusted: the token's own typ decides.
 type RevocationEndpoint struct {
 	Verifier *Verifier
 	Clients  ClientAuth
@@ -521,7 +584,7 @@ type RevocationEndpoint struct {
 
 // ServeHTTP implements http.Handler.
 func (e *RevocationEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	err := e.revoke(r)
+	err := e.revoke(w, r)
 	var x *Error
 	if err != nil && (!errors.As(err, &x) || x.Code != codeInvalidToken) {
 		writeTokenError(w, e.Realm, err)
@@ -531,8 +594,8 @@ func (e *RevocationEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-func (e *RevocationEndpoint) revoke(r *http.Request) error {
-	if err := parseForm(r); err != nil {
+func (e *RevocationEndpoint) revoke(w http.ResponseWriter, r *http.Request) error {
+	if err := parseForm(w, r); err != nil {
 		return err
 	}
 	id, secret, err := clientCredentials(r)

@@ -251,3 +251,78 @@ func TestGuardConsume(t *testing.T) {
 	access, _ := f.access(t)
 	assert.Equal(t, http.StatusBadRequest, serve(t, h, post(access)).status, "an access token is not a one-time token")
 }
+
+// padded returns form with a "pad" field that makes its encoding exactly n
+// bytes long.
+func padded(form url.Values, n int) string {
+	out := url.Values{"pad": {""}}
+	for k, v := range form {
+		out[k] = v
+	}
+	out.Set("pad", strings.Repeat("x", n-len(out.Encode())))
+	return out.Encode()
+}
+
+func postForm(body string) *http.Request {
+	r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return r
+}
+
+// TestFormBodyCap: every form the library reads is read up to MaxFormBytes
+// and refused beyond, and the refused request changes nothing: it uses up,
+// rotates and revokes nothing.
+func TestFormBodyCap(t *testing.T) {
+	sf := newSessions(t, jtiguard.SessionConfig{})
+	g := jtiguard.NewGuard(sf.ver, jtiguard.GuardConfig{})
+	clients := func(_ context.Context, id, secret string) bool { return id == "demo-client" && secret == "s" }
+	alice, bob := sf.login(t, "alice"), sf.login(t, "bob")
+	once, _ := sf.oneTime(t, "confirm")
+	consumed := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+
+	for _, tc := range []struct {
+		name     string
+		h        http.Handler
+		form     url.Values
+		tooLarge int
+		ok       int
+	}{
+		// Consume is no OAuth endpoint: 413, the status for the problem.
+		// Had the refused request used the token up, the next would get 400.
+		{"consume", g.Consume("confirm", jtiguard.FormValue("action_token"))(consumed),
+			url.Values{"action_token": {once}}, http.StatusRequestEntityTooLarge, http.StatusNoContent},
+		// The OAuth endpoints answer 400 invalid_request, as RFC 6749
+		// section 5.2 has it. A rotation by the refused request would make
+		// the next one reuse (400 invalid_grant).
+		{"token", &jtiguard.TokenEndpoint{Sessions: sf.sess, Clients: clients},
+			url.Values{"grant_type": {"refresh_token"}, "refresh_token": {alice.RefreshToken}}, http.StatusBadRequest, http.StatusOK},
+		{"revocation", &jtiguard.RevocationEndpoint{Verifier: sf.ver, Clients: clients},
+			url.Values{"token": {bob.AccessToken}}, http.StatusBadRequest, http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			post := func(n int) *http.Request {
+				r := postForm(padded(tc.form, n))
+				require.EqualValues(t, n, r.ContentLength)
+				r.SetBasicAuth("demo-client", "s")
+				return r
+			}
+			res := serve(t, tc.h, post(jtiguard.MaxFormBytes+1))
+			assert.Equal(t, tc.tooLarge, res.status)
+			assert.Equal(t, "invalid_request", res.body["error"])
+			assert.Contains(t, res.body["error_description"], "64 KiB")
+			_, err := sf.ver.Verify(context.Background(), bob.AccessToken)
+			assert.NoError(t, err, "nothing revoked")
+			// Past any refresh grace window: presenting a refresh token
+			// again is reuse, not a retry.
+			sf.clock.Advance(jtiguard.MaxRefreshGrace + time.Second)
+
+			rec := httptest.NewRecorder()
+			tc.h.ServeHTTP(rec, post(jtiguard.MaxFormBytes))
+			assert.Equal(t, tc.ok, rec.Code, "a body at the cap is read: %s", rec.Body)
+		})
+	}
+
+	// FormValue caps the body on its own too, outside Consume.
+	assert.Equal(t, "v", jtiguard.FormValue("f")(postForm(padded(url.Values{"f": {"v"}}, jtiguard.MaxFormBytes))))
+	assert.Empty(t, jtiguard.FormValue("f")(postForm(padded(url.Values{"f": {"v"}}, jtiguard.MaxFormBytes+1))))
+}

@@ -123,13 +123,15 @@ func TestJWKSRoundTrip(t *testing.T) {
 			published, err := jtiguard.ParseJWKS(doc)
 			require.NoError(t, err)
 			assert.Nil(t, published.Signer())
+			// The verifier (and its store) first: a token of no session
+			// issued before the store's memory begins is Lost.
+			ver, err := jtiguard.NewVerifier(published, jtiguard.VerifierConfig{Issuer: testIssuer, Audience: testAudience})
+			require.NoError(t, err)
+			defer ver.Close()
 			iss, err := jtiguard.NewIssuer(keys, jtiguard.IssuerConfig{Issuer: testIssuer})
 			require.NoError(t, err)
 			tok, _, err := iss.Access(jtiguard.Claims{Subject: "alice", Audience: []string{testAudience}})
 			require.NoError(t, err)
-			ver, err := jtiguard.NewVerifier(published, jtiguard.VerifierConfig{Issuer: testIssuer, Audience: testAudience})
-			require.NoError(t, err)
-			defer ver.Close()
 			_, err = ver.Verify(context.Background(), tok)
 			require.NoError(t, err)
 		})

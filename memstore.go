@@ -21,28 +21,35 @@ type MemoryConfig struct {
 }
 
 const (
-	memShards      = 64
-	defaultMemCap  = 1_000_000
-	sweepInterval  = 5 // seconds between sweeps of a shard triggered by writes
-	fullSweepEvery = 1 // seconds between whole-store sweeps when at capacity
+	memShards     = 64
+	defaultMemCap = 1_000_000
+	sweepInterval = 5 // seconds between sweeps of a shard triggered by writes
 )
 
 // MemoryStore is the exact in-process Store and SessionStore, the default
 // for a single process. State lives in sharded maps keyed by the 16-byte
 // jti or sid (the jti map holds no pointers, so the garbage collector never
 // scans it), and each entry is dropped once its expiry has passed. Memory
-// is bounded by Capacity, and a full store fails closed.
+// is bounded by Capacity, and a full store fails closed; revocations are
+// recorded even at capacity, since each is bounded by its token's lifetime.
 //
-// Its memory begins when it is created: tokens issued before then are Lost,
-// because a process that restarts forgets what it had revoked and which
-// families it had. Create it before issuing tokens.
+// Its memory begins when it is created: tokens of no session issued before
+// then are Lost, and tokens of a session are Ended, because a process that
+// restarts forgets what it had revoked and which families it had. Create
+// it before issuing tokens.
 type MemoryStore struct {
 	shards   [memShards]memShard
 	count    atomic.Int64
 	capacity int64
 	now      func() time.Time
-	epoch    int64 // unix seconds; tokens issued before are Lost
-	lastFull atomic.Uint32
+	epoch    int64 // unix seconds: the origin of the stored uint32 times; tokens of no session issued before are Lost
+
+	// sweepMu admits one whole-store sweep at a time; lastFull (under
+	// it) is one past the second of the last one, which is done at most
+	// once a second. A sweeper holds no other lock while it takes each
+	// shard's in turn, so sweeps never deadlock with writers.
+	sweepMu  sync.Mutex
+	lastFull uint32
 
 	subMu    sync.Mutex
 	subjects map[string]map[JTI]struct{} // subject -> its families, for EndSubject
@@ -100,12 +107,31 @@ func NewMemoryStore(cfg MemoryConfig) (*MemoryStore, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &MemoryStore{capacity: int64(cfg.Capacity), now: cfg.Now, epoch: cfg.Now().Unix(), subjects: map[string]map[JTI]struct{}{}}
+	s := &MemoryStore{capacity: int64(cfg.Capacity), now: cfg.Now, epoch: birth(cfg.Now()).Unix(), subjects: map[string]map[JTI]struct{}{}}
 	for i := range s.shards {
 		s.shards[i].m = make(map[JTI]memEntry)
 		s.shards[i].fam = make(map[JTI]memFamily)
 	}
 	return s, nil
+}
+
+// processStart is when this process began, as near as a package can tell.
+var processStart = time.Now()
+
+// birth returns the second at which a store created at now begins its
+// memory: tokens issued (iat, whole seconds) before it are Lost. Token
+// times have one-second precision, so a token issued in the second of the
+// store's creation could be a predecessor's: a process that crashed and
+// was restarted within that second. Only a process younger than a second
+// can have such a predecessor; its stores wait (in real time, at most a
+// second) for the next second to begin and start their memory there.
+func birth(now time.Time) time.Time {
+	born := now.Truncate(time.Second)
+	if time.Since(processStart) < time.Second && !now.Equal(born) {
+		born = born.Add(time.Second)
+		time.Sleep(born.Sub(now))
+	}
+	return born
 }
 
 // clock converts t to seconds since the store's epoch, clamped to uint32
@@ -125,7 +151,7 @@ func (s *MemoryStore) Check(ctx context.Context, t TokenRef) (Status, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	if t.IssuedAt.Unix() < s.epoch {
+	if s.predates(t) {
 		return Lost, nil
 	}
 	sh := s.shard(t.ID)
@@ -140,6 +166,13 @@ func (s *MemoryStore) Check(ctx context.Context, t TokenRef) (Status, error) {
 		return e.status, nil
 	}
 	return s.familyStatus(t, now), nil
+}
+
+// predates reports whether t is a token of no session issued before the
+// store's memory begins. A token of a session needs no such check: its
+// family is unknown to the store.
+func (s *MemoryStore) predates(t TokenRef) bool {
+	return t.Session.IsZero() && t.IssuedAt.Unix() < s.epoch
 }
 
 // familyStatus reports Live for a token without a family, or the status of
@@ -168,7 +201,7 @@ func (s *MemoryStore) Consume(ctx context.Context, t TokenRef, nonce uint64) (St
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	if t.IssuedAt.Unix() < s.epoch {
+	if s.predates(t) {
 		return Lost, nil
 	}
 	// A family that ended first makes the token dead; one that ends after
@@ -190,7 +223,7 @@ func (s *MemoryStore) Revoke(ctx context.Context, t TokenRef) error {
 
 // write records status for t. For Used it is an insert-if-absent that
 // reports Live to the caller whose insert (or whose nonce) holds; for
-// Revoked it overwrites.
+// Revoked it overwrites, and is admitted beyond capacity.
 func (s *MemoryStore) write(t TokenRef, status Status, nonce uint64) (Status, error) {
 	now, exp := s.clock(s.now()), s.clock(t.ExpiresAt)
 	if exp <= now {
@@ -200,6 +233,20 @@ func (s *MemoryStore) write(t TokenRef, status Status, nonce uint64) (Status, er
 		}
 		return Live, nil
 	}
+	for swept := false; ; swept = true {
+		st, full := s.tryWrite(t, status, nonce, now, exp)
+		if !full {
+			return st, nil
+		}
+		if swept || !s.sweepAll(now) {
+			return 0, ErrStoreFull
+		}
+	}
+}
+
+// tryWrite is one attempt of write, under t's shard lock only; full
+// reports that the store is at capacity (the caller sweeps and retries).
+func (s *MemoryStore) tryWrite(t TokenRef, status Status, nonce uint64, now, exp uint32) (st Status, full bool) {
 	sh := s.shard(t.ID)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -208,30 +255,38 @@ func (s *MemoryStore) write(t TokenRef, status Status, nonce uint64) (Status, er
 	if ok && e.exp > now {
 		switch {
 		case status == Used && e.status == Used && e.nonce == nonce && nonce != 0:
-			return Live, nil // our own earlier write, retried
+			return Live, false // our own earlier write, retried
 		case status == Used:
-			return e.status, nil
+			return e.status, false
 		case e.status == Revoked:
-			return Live, nil // already revoked
+			return Live, false // already revoked
 		}
 		e.status, e.nonce = Revoked, 0
 		e.exp = max(e.exp, exp)
 		sh.m[t.ID] = e
-		return Live, nil
+		return Live, false
 	}
-	if !ok && !s.reserve(sh, now) {
-		return 0, ErrStoreFull
+	if !ok {
+		if status != Revoked && !s.reserve(sh, now) {
+			return 0, true
+		}
+		if status == Revoked {
+			s.count.Add(1)
+		}
 	}
 	sh.m[t.ID] = memEntry{exp: exp, nonce: nonce, status: status}
 	sh.grew()
-	return Live, nil
+	return Live, false
 }
 
-// reserve counts one more entry, making room by sweeping when at capacity.
-// The caller holds sh.
+// reserve counts one more entry if the store is below capacity, sweeping
+// the held shard first when it is not. The caller holds sh.
 func (s *MemoryStore) reserve(sh *memShard, now uint32) bool {
-	if s.count.Load() >= s.capacity && !s.makeRoom(sh, now) {
-		return false
+	if s.count.Load() >= s.capacity {
+		s.sweepLocked(sh, now)
+		if s.count.Load() >= s.capacity {
+			return false
+		}
 	}
 	s.count.Add(1)
 	return true
@@ -254,30 +309,47 @@ func (s *MemoryStore) Begin(ctx context.Context, f Family) error {
 	if mf.exp <= now {
 		return fmt.Errorf("%w: family already expired", ErrConfig)
 	}
-	sh := s.shard(f.ID)
+	for swept := false; ; swept = true {
+		full, err := s.tryBegin(f.ID, mf, now)
+		if !full {
+			return err
+		}
+		if swept || !s.sweepAll(now) {
+			return ErrStoreFull
+		}
+	}
+}
+
+// tryBegin is one attempt of Begin: the family and its index entry are
+// added under the index lock, so EndSubject (which holds it throughout)
+// is ordered entirely before or after. It prunes the subject's index of
+// families that have ended, which keeps the index as small as the
+// subject's live families. full reports that the store is at capacity.
+func (s *MemoryStore) tryBegin(sid JTI, mf memFamily, now uint32) (full bool, err error) {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	fams := s.subjects[mf.subject]
+	s.prune(fams)
+	sh := s.shard(sid)
 	sh.mu.Lock()
 	s.maybeSweep(sh, now)
-	if _, dup := sh.fam[f.ID]; dup {
+	if _, dup := sh.fam[sid]; dup {
 		sh.mu.Unlock()
-		return fmt.Errorf("%w: family exists", ErrConfig)
+		return false, fmt.Errorf("%w: family exists", ErrConfig)
 	}
 	if !s.reserve(sh, now) {
 		sh.mu.Unlock()
-		return ErrStoreFull
+		return true, nil
 	}
-	sh.fam[f.ID] = mf
+	sh.fam[sid] = mf
 	sh.grew()
 	sh.mu.Unlock()
-
-	s.subMu.Lock()
-	fams := s.subjects[f.Subject]
 	if fams == nil {
 		fams = map[JTI]struct{}{}
-		s.subjects[f.Subject] = fams
+		s.subjects[mf.subject] = fams
 	}
-	fams[f.ID] = struct{}{}
-	s.subMu.Unlock()
-	return nil
+	fams[sid] = struct{}{}
+	return false, nil
 }
 
 // Rotate implements SessionStore.
@@ -286,11 +358,23 @@ func (s *MemoryStore) Rotate(ctx context.Context, r Rotation) (Rotated, error) {
 		return Rotated{}, err
 	}
 	now := s.clock(s.now())
+	// The presented token's own entry is read first, under its shard's
+	// lock alone (no two shard locks are ever held at once): a revocation
+	// that returned before this call is seen.
+	if !r.Presented.IsZero() {
+		jsh := s.shard(r.Presented)
+		jsh.mu.RLock()
+		e, ok := jsh.m[r.Presented]
+		jsh.mu.RUnlock()
+		if ok && e.exp > now && e.status == Revoked {
+			return Rotated{Status: Revoked}, nil
+		}
+	}
 	sh := s.shard(r.Session)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	f, ok := sh.fam[r.Session]
-	if !ok || f.end() <= now {
+	if !ok || f.end() <= now || f.subject != r.Subject {
 		return Rotated{Status: Ended}, nil
 	}
 	answer := func(st Status, repeat bool) (Rotated, error) {
@@ -326,35 +410,42 @@ func (s *MemoryStore) Rotate(ctx context.Context, r Rotation) (Rotated, error) {
 }
 
 // End implements SessionStore.
-func (s *MemoryStore) End(ctx context.Context, sid JTI) error {
+func (s *MemoryStore) End(ctx context.Context, subject string, sid JTI) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	sh := s.shard(sid)
 	sh.mu.Lock()
 	f, ok := sh.fam[sid]
+	ok = ok && f.subject == subject
 	if ok {
 		delete(sh.fam, sid)
 		s.count.Add(-1)
 	}
 	sh.mu.Unlock()
 	if ok {
-		s.unindex(f.subject, sid)
+		s.subMu.Lock()
+		if fams := s.subjects[subject]; fams != nil {
+			delete(fams, sid)
+			if len(fams) == 0 {
+				delete(s.subjects, subject)
+			}
+		}
+		s.subMu.Unlock()
 	}
 	return nil
 }
 
-// EndSubject implements SessionStore.
+// EndSubject implements SessionStore. It holds the index lock throughout,
+// so a concurrent Begin is ordered entirely before (and ended) or after.
 func (s *MemoryStore) EndSubject(ctx context.Context, subject string) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
 	s.subMu.Lock()
-	fams := s.subjects[subject]
-	delete(s.subjects, subject)
-	s.subMu.Unlock()
+	defer s.subMu.Unlock()
 	n := 0
-	for sid := range fams {
+	for sid := range s.subjects[subject] {
 		sh := s.shard(sid)
 		sh.mu.Lock()
 		if f, ok := sh.fam[sid]; ok && f.subject == subject {
@@ -364,18 +455,8 @@ func (s *MemoryStore) EndSubject(ctx context.Context, subject string) (int, erro
 		}
 		sh.mu.Unlock()
 	}
+	delete(s.subjects, subject)
 	return n, nil
-}
-
-func (s *MemoryStore) unindex(subject string, sid JTI) {
-	s.subMu.Lock()
-	if fams := s.subjects[subject]; fams != nil {
-		delete(fams, sid)
-		if len(fams) == 0 {
-			delete(s.subjects, subject)
-		}
-	}
-	s.subMu.Unlock()
 }
 
 // maybeSweep sweeps sh if its sweep is due. The caller holds sh.
@@ -386,23 +467,20 @@ func (s *MemoryStore) maybeSweep(sh *memShard, now uint32) {
 	}
 }
 
-// makeRoom sweeps expired entries when the store is at capacity: the held
-// shard first, then, at most once per second, every shard.
-func (s *MemoryStore) makeRoom(held *memShard, now uint32) bool {
-	s.sweepLocked(held, now)
-	if s.count.Load() < s.capacity {
-		return true
-	}
-	last := s.lastFull.Load()
-	if now-last < fullSweepEvery || !s.lastFull.CompareAndSwap(last, now) {
-		return false
-	}
-	for i := range s.shards {
-		if sh := &s.shards[i]; sh != held {
+// sweepAll sweeps every shard, at most once per second, and reports
+// whether the store is below capacity. The caller holds no lock: the
+// sweeper takes one shard's lock at a time.
+func (s *MemoryStore) sweepAll(now uint32) bool {
+	s.sweepMu.Lock()
+	defer s.sweepMu.Unlock()
+	if s.lastFull != now+1 {
+		for i := range s.shards {
+			sh := &s.shards[i]
 			sh.mu.Lock()
 			s.sweepLocked(sh, now)
 			sh.mu.Unlock()
 		}
+		s.lastFull = now + 1
 	}
 	return s.count.Load() < s.capacity
 }
@@ -418,11 +496,9 @@ func (s *MemoryStore) sweepLocked(sh *memShard, now uint32) {
 			dropped++
 		}
 	}
-	var ended []memFamilyRef
 	for sid, f := range sh.fam {
 		if f.end() <= now {
-			delete(sh.fam, sid)
-			ended = append(ended, memFamilyRef{sid, f.subject})
+			delete(sh.fam, sid) // its index entry goes at the subject's next Begin
 			dropped++
 		}
 	}
@@ -438,14 +514,6 @@ func (s *MemoryStore) sweepLocked(sh *memShard, now uint32) {
 		}
 		sh.m, sh.fam, sh.peak = m, fam, n
 	}
-	for _, f := range ended {
-		s.unindex(f.subject, f.sid) // lock order: shard, then subMu
-	}
-}
-
-type memFamilyRef struct {
-	sid     JTI
-	subject string
 }
 
 // Sweep drops every expired entry and family now and returns the number
@@ -460,7 +528,30 @@ func (s *MemoryStore) Sweep() int {
 		sh.nextSweep = now + sweepInterval
 		sh.mu.Unlock()
 	}
+	// The subject index forgets ended families here and at each Begin of
+	// their subject.
+	s.subMu.Lock()
+	for subject, fams := range s.subjects {
+		if s.prune(fams); len(fams) == 0 {
+			delete(s.subjects, subject)
+		}
+	}
+	s.subMu.Unlock()
 	return s.Len()
+}
+
+// prune drops from a subject's index the families that have ended. The
+// caller holds subMu (the lock order is subMu, then a shard).
+func (s *MemoryStore) prune(fams map[JTI]struct{}) {
+	for id := range fams {
+		sh := s.shard(id)
+		sh.mu.RLock()
+		_, ok := sh.fam[id]
+		sh.mu.RUnlock()
+		if !ok {
+			delete(fams, id)
+		}
+	}
 }
 
 // Len returns the number of entries and families held, expired ones not

@@ -17,6 +17,8 @@ const (
 	// MaxSessionLifetime caps a family's lifetime, and so exp-iat of
 	// refresh tokens.
 	MaxSessionLifetime = 365 * 24 * time.Hour
+	// DefaultRefreshGrace is the refresh grace window unless configured.
+	DefaultRefreshGrace = 10 * time.Second
 	// MaxRefreshGrace caps the refresh grace window.
 	MaxRefreshGrace = 60 * time.Second
 )
@@ -35,8 +37,13 @@ type SessionConfig struct {
 	// RefreshGrace lets a client that lost the response to a refresh
 	// present the same refresh token again for this long and get the same
 	// successor back, instead of having its family revoked for reuse. Only
-	// the immediately previous refresh token gets grace, never across a
-	// privilege change. Default 0 (off); at most 60 seconds.
+	// the immediately previous refresh token gets grace, never an older
+	// one and never across a privilege change, and the answer is the same
+	// successor, so a thief presenting it gains nothing the client does not
+	// already hold. Default DefaultRefreshGrace (10 s): a client whose
+	// refresh was answered 503 (its write may have committed, its reply
+	// lost) and that retries must not lose its session. Negative turns it
+	// off; at most 60 seconds.
 	RefreshGrace time.Duration
 }
 
@@ -85,12 +92,18 @@ func NewSessions(iss *Issuer, ver *Verifier, cfg SessionConfig) (*Sessions, erro
 		cfg.IdleTimeout = min(DefaultIdleTimeout, cfg.Lifetime)
 	}
 	switch {
+	case cfg.RefreshGrace == 0:
+		cfg.RefreshGrace = DefaultRefreshGrace
+	case cfg.RefreshGrace < 0:
+		cfg.RefreshGrace = 0
+	}
+	switch {
 	case cfg.Lifetime < time.Minute || cfg.Lifetime > MaxSessionLifetime:
 		return nil, fmt.Errorf("%w: Lifetime must be between 1m and %v", ErrConfig, MaxSessionLifetime)
 	case cfg.IdleTimeout < iss.cfg.AccessTTL || cfg.IdleTimeout > cfg.Lifetime:
 		return nil, fmt.Errorf("%w: IdleTimeout must be between the access TTL and Lifetime", ErrConfig)
-	case cfg.RefreshGrace < 0 || cfg.RefreshGrace > MaxRefreshGrace:
-		return nil, fmt.Errorf("%w: RefreshGrace must be between 0 and %v", ErrConfig, MaxRefreshGrace)
+	case cfg.RefreshGrace > MaxRefreshGrace:
+		return nil, fmt.Errorf("%w: RefreshGrace must be at most %v", ErrConfig, MaxRefreshGrace)
 	}
 	cfg.Lifetime, cfg.IdleTimeout = cfg.Lifetime.Truncate(time.Second), cfg.IdleTimeout.Truncate(time.Second)
 	return &Sessions{iss: iss, ver: ver, store: store, cfg: cfg}, nil
@@ -167,12 +180,9 @@ func (s *Sessions) Refresh(ctx context.Context, refreshToken string) (*TokenPair
 // refresh is Refresh for the token's own client only, unless clientID is
 // empty: another client's attempt is refused before anything rotates.
 func (s *Sessions) refresh(ctx context.Context, refreshToken, clientID string) (*TokenPair, error) {
-	c, err := s.ver.verified(refreshToken, Refresh)
+	c, err := s.ver.verified(refreshToken, Refresh) // a refresh token always has a sid
 	if err != nil {
 		return nil, err
-	}
-	if c.sid.IsZero() {
-		return nil, reject(ErrMissingClaim)
 	}
 	if clientID != "" && c.ClientID != clientID {
 		return nil, reject(ErrWrongClient)
@@ -191,7 +201,7 @@ func (s *Sessions) rotate(ctx context.Context, c *Claims, r Rotation) (Rotated, 
 	if err != nil {
 		return Rotated{}, err
 	}
-	r.Session, r.Generation, r.Next, r.Nonce = c.sid, c.Generation, next, rand.Uint64()|1
+	r.Subject, r.Session, r.Generation, r.Next, r.Nonce = c.Subject, c.sid, c.Generation, next, rand.Uint64()|1
 	res, err := s.store.Rotate(ctx, r)
 	if err != nil {
 		return Rotated{}, s.unavailable(ctx, err, c)
@@ -213,9 +223,13 @@ type Change struct {
 
 // Renew moves the family of accessToken to a new generation with the facts
 // of ch and returns a new pair: call it on MFA step-up, password change,
-// role or scope change. Every access and refresh token minted before it is
-// rejected after it (ErrSuperseded). Of concurrent Renew calls on one
-// generation one wins; the others get ErrSuperseded.
+// role or scope change. Every token minted before it is rejected after it:
+// an access token with ErrSuperseded; a refresh token is a superseded
+// refresh token like any other, so presenting it is reuse: the family,
+// the new generation included, is revoked and ErrRefreshReused returned
+// (a pre-change refresh token in other hands is exactly what rotation
+// exists to catch). Of concurrent Renew calls on one generation one wins;
+// the others get ErrSuperseded. A revoked access token cannot renew.
 func (s *Sessions) Renew(ctx context.Context, accessToken string, ch Change) (*TokenPair, error) {
 	c, err := s.ver.Verify(ctx, accessToken)
 	if err != nil {
@@ -224,7 +238,7 @@ func (s *Sessions) Renew(ctx context.Context, accessToken string, ch Change) (*T
 	if c.sid.IsZero() {
 		return nil, fmt.Errorf("%w: the token belongs to no session", ErrConfig)
 	}
-	r, err := s.rotate(ctx, &c, Rotation{NewGeneration: true})
+	r, err := s.rotate(ctx, &c, Rotation{NewGeneration: true, Presented: c.ID})
 	if err != nil {
 		return nil, err
 	}
@@ -273,7 +287,7 @@ func (s *Sessions) Logout(ctx context.Context, token string) error {
 	if c.sid.IsZero() {
 		return reject(ErrMissingClaim)
 	}
-	if err := s.store.End(ctx, c.sid); err != nil {
+	if err := s.store.End(ctx, c.Subject, c.sid); err != nil {
 		return s.unavailable(ctx, err, c)
 	}
 	return nil
@@ -297,7 +311,7 @@ func (s *Sessions) endPresented(ctx context.Context, token string) error {
 	if err != nil || c.sid.IsZero() {
 		return nil
 	}
-	if err := s.store.End(ctx, c.sid); err != nil {
+	if err := s.store.End(ctx, c.Subject, c.sid); err != nil {
 		return s.unavailable(ctx, err, c)
 	}
 	return nil

@@ -97,7 +97,7 @@ func TestLoginRefreshVerify(t *testing.T) {
 }
 
 func TestConcurrentRefreshWithoutGrace(t *testing.T) {
-	sf := newSessions(t, jtiguard.SessionConfig{})
+	sf := newSessions(t, jtiguard.SessionConfig{RefreshGrace: -1})
 	ctx := context.Background()
 	p := sf.login(t, "alice")
 	const n = 100
@@ -178,8 +178,8 @@ func TestReplayOfRotatedRefreshToken(t *testing.T) {
 		wait  time.Duration
 		older bool
 	}{
-		{"no grace", 0, 0, false},
-		{"after the grace window", 10 * time.Second, 11 * time.Second, false},
+		{"no grace", -1, 0, false},
+		{"after the default grace window", 0, 11 * time.Second, false},
 		{"second-to-last within grace", 10 * time.Second, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -475,13 +475,28 @@ func TestSessionMemoryReturnsAfterExpiry(t *testing.T) {
 	assert.Zero(t, n2, "the subject index forgot expired families too")
 }
 
-func TestRevokeIDOfSessionToken(t *testing.T) {
+func TestRevokeIDOfSessionTokens(t *testing.T) {
 	sf := newSessions(t, jtiguard.SessionConfig{})
 	ctx := context.Background()
 	p := sf.login(t, "alice")
-	// An operator revokes by what the logs show: jti, sid and expiry.
-	require.NoError(t, sf.ver.RevokeID(ctx, p.Access.ID, p.Access.Session, p.Access.ExpiresAt))
+	// An operator revokes by what the logs show: jti, subject and expiry.
+	require.NoError(t, sf.ver.RevokeID(ctx, p.Access.ID, p.Access.Subject, p.Access.ExpiresAt))
 	_, err := sf.ver.Verify(ctx, p.AccessToken)
 	assert.ErrorIs(t, err, jtiguard.ErrRevoked)
-	assert.ErrorIs(t, sf.ver.RevokeID(ctx, p.Access.ID, "not-a-sid", p.Access.ExpiresAt), jtiguard.ErrConfig)
+
+	// A refresh token revoked by id mints no successor (it used to rotate).
+	require.NoError(t, sf.ver.RevokeID(ctx, p.Refresh.ID, p.Refresh.Subject, p.Refresh.ExpiresAt))
+	_, err = sf.sess.Refresh(ctx, p.RefreshToken)
+	assert.ErrorIs(t, err, jtiguard.ErrRevoked)
+
+	// A revoked access token cannot step up either.
+	q := sf.login(t, "alice")
+	require.NoError(t, sf.ver.RevokeID(ctx, q.Access.ID, "alice", q.Access.ExpiresAt))
+	_, err = sf.sess.Renew(ctx, q.AccessToken, jtiguard.Change{ACR: "mfa"})
+	assert.ErrorIs(t, err, jtiguard.ErrRevoked)
+	_, err = sf.sess.Refresh(ctx, q.RefreshToken)
+	require.NoError(t, err, "the family itself lives on")
+
+	assert.ErrorIs(t, sf.ver.RevokeID(ctx, p.Access.ID, "", p.Access.ExpiresAt), jtiguard.ErrConfig)
+	assert.ErrorIs(t, sf.ver.RevokeID(ctx, jtiguard.JTI{}, "alice", p.Access.ExpiresAt), jtiguard.ErrConfig)
 }

@@ -29,12 +29,16 @@ const (
 	Superseded
 )
 
-// TokenRef names one token to a store: its jti and the times that bound its
-// life. Stores keep state about it until ExpiresAt, after which the token is
-// rejected on its own; the Verifier passes the token's exp plus its clock
-// skew allowance, so the state outlives every clock that might accept it.
+// TokenRef names one token to a store: its jti, its subject and the times
+// that bound its life. Stores keep state about it until ExpiresAt, after
+// which the token is rejected on its own; the Verifier passes the token's
+// exp plus its clock skew allowance, so the state outlives every clock that
+// might accept it. A shared store keeps everything of one subject together
+// (the Redis store in one slot), so the subject is part of the name: state
+// written under one subject is not seen under another.
 type TokenRef struct {
 	ID        JTI
+	Subject   string
 	IssuedAt  time.Time
 	ExpiresAt time.Time
 	// Session and Generation name the token's family (zero: none). A
@@ -69,7 +73,9 @@ type Store interface {
 	// first use into a replay.
 	Consume(ctx context.Context, t TokenRef, nonce uint64) (Status, error)
 	// Revoke marks the token revoked until t.ExpiresAt. When it returns
-	// nil, every later Check and Consume for the token reports Revoked.
+	// nil, every later Check, Consume and Rotate presenting the token
+	// reports Revoked. A revocation is never refused for capacity: it is
+	// bounded by the token's own lifetime.
 	Revoke(ctx context.Context, t TokenRef) error
 }
 
@@ -91,10 +97,15 @@ type Family struct {
 // change (the generation is bumped and Next put in force, whatever refresh
 // token was current).
 type Rotation struct {
+	Subject    string // the family's subject
 	Session    JTI
 	Generation uint64 // the generation the caller's token carries
-	Presented  JTI    // the refresh jti presented (refresh only)
-	Next       JTI    // the refresh jti to put in force
+	// Presented is the jti of the token the caller presented: the refresh
+	// token for a refresh, the access token for a privilege change. A
+	// revoked one refuses the rotation (Revoked): no token revoked by id
+	// mints successors.
+	Presented JTI
+	Next      JTI // the refresh jti to put in force
 	// NewGeneration makes this a privilege change: it succeeds only while
 	// the family is at Generation, and moves it to Generation+1.
 	NewGeneration bool
@@ -109,9 +120,10 @@ type Rotation struct {
 
 // Rotated is a store's answer to a Rotation.
 type Rotated struct {
-	// Status is Live when Next is in force; otherwise Ended, Reused (the
-	// presented refresh token was superseded: the family is revoked as of
-	// this call) or Superseded (a privilege change lost a race).
+	// Status is Live when Next is in force; otherwise Ended, Revoked (the
+	// presented token was revoked), Reused (the presented refresh token
+	// was superseded: the family is revoked as of this call) or
+	// Superseded (a privilege change lost a race).
 	Status     Status
 	Next       JTI       // the refresh jti in force
 	Generation uint64    // the family's generation
@@ -127,7 +139,9 @@ type Rotated struct {
 // Family expiry (absolute, idle) is the store's to enforce: an expired
 // family is Ended.
 type SessionStore interface {
-	// Begin records a new live family.
+	// Begin records a new live family and adds it to its subject's
+	// families, atomically: no EndSubject can end the subject's families
+	// and miss this one unless it is ordered before Begin.
 	Begin(ctx context.Context, f Family) error
 	// Rotate performs r as one compare-and-set: of N concurrent rotations
 	// presenting the same refresh token, exactly one puts its Next in
@@ -135,10 +149,11 @@ type SessionStore interface {
 	// within the grace window revokes the family (Reused) in the same
 	// atomic step.
 	Rotate(ctx context.Context, r Rotation) (Rotated, error)
-	// End ends the family sid: every token of it is Ended from the moment
-	// End returns. Ending an unknown family is not an error.
-	End(ctx context.Context, sid JTI) error
-	// EndSubject ends every family of subject and reports how many. It
-	// costs O(families of the subject).
+	// End ends the family sid of subject: every token of it is Ended from
+	// the moment End returns. Ending an unknown family is not an error.
+	End(ctx context.Context, subject string, sid JTI) error
+	// EndSubject ends every family of subject, atomically, and reports how
+	// many. Every family begun before it is Ended from the moment it
+	// returns. It costs O(families of the subject).
 	EndSubject(ctx context.Context, subject string) (int, error)
 }

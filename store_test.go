@@ -115,7 +115,11 @@ func TestMemoryStoreCapacityFailsClosed(t *testing.T) {
 	_, err = s.Consume(ctx, ref(t, t0, time.Minute), 1)
 	require.ErrorIs(t, err, jtiguard.ErrStoreFull)
 	require.ErrorIs(t, err, jtiguard.ErrStoreUnavailable)
-	require.ErrorIs(t, s.Revoke(ctx, ref(t, t0, time.Minute)), jtiguard.ErrStoreFull)
+	revoked := ref(t, t0, time.Minute)
+	require.NoError(t, s.Revoke(ctx, revoked), "a revocation is never refused for capacity")
+	st, err := s.Check(ctx, revoked)
+	require.NoError(t, err)
+	require.Equal(t, jtiguard.Revoked, st)
 	for _, r := range held {
 		st, err := s.Consume(ctx, r, 2)
 		require.NoError(t, err)
@@ -123,7 +127,7 @@ func TestMemoryStoreCapacityFailsClosed(t *testing.T) {
 	}
 	// Once entries expire, room returns.
 	clk.Advance(time.Minute)
-	st, err := s.Consume(ctx, ref(t, clk.Now(), time.Minute), 1)
+	st, err = s.Consume(ctx, ref(t, clk.Now(), time.Minute), 1)
 	require.NoError(t, err)
 	assert.Equal(t, jtiguard.Live, st)
 	assert.Equal(t, 1, s.Sweep(), "expired entries are swept lazily; the new one stays")
@@ -180,4 +184,55 @@ func TestMemoryStoreConformance(t *testing.T) {
 			},
 		}
 	})
+}
+
+// TestMemoryStoreAtCapacityNeverDeadlocks drives concurrent writes into a
+// full store while its clock crosses second boundaries, which is when
+// whole-store sweeps start. Two sweepers that each held their own shard
+// while taking every other one hung the process.
+func TestMemoryStoreAtCapacityNeverDeadlocks(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	s, err := jtiguard.NewMemoryStore(jtiguard.MemoryConfig{Capacity: 1000, Now: clk.Now})
+	require.NoError(t, err)
+	const rounds, writers, each = 1000, 64, 10
+	var full, written atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range rounds {
+			var wg sync.WaitGroup
+			for w := range writers {
+				wg.Go(func() {
+					for range each {
+						r := ref(t, clk.Now().Truncate(time.Second), 2*time.Second)
+						var err error
+						if w%8 == 0 {
+							err = s.Revoke(ctx, r)
+						} else {
+							_, err = s.Consume(ctx, r, 1)
+						}
+						switch {
+						case err == nil:
+							written.Add(1)
+						case assert.ErrorIs(t, err, jtiguard.ErrStoreFull):
+							full.Add(1)
+						}
+					}
+				})
+			}
+			// The clock moves on while the writers run.
+			wg.Go(func() { clk.Advance(time.Second) })
+			wg.Wait()
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		buf := make([]byte, 1<<20)
+		t.Fatalf("deadlock: goroutines:\n%s", buf[:runtime.Stack(buf, true)])
+	}
+	t.Logf("%d rounds: %d writes, %d refused as full", rounds, written.Load(), full.Load())
+	assert.Positive(t, full.Load(), "the store reached its capacity")
+	assert.Positive(t, written.Load())
 }

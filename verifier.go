@@ -183,7 +183,7 @@ func (v *Verifier) consume(ctx context.Context, token string, class TokenType, p
 	if err != nil {
 		return Claims{}, err
 	}
-	if c.Purpose != purpose {
+	if c.Purpose == "" || c.Purpose != purpose {
 		return Claims{}, reject(ErrWrongPurpose)
 	}
 	nonce := rand.Uint64() | 1 // never 0, which means "no nonce"
@@ -229,7 +229,7 @@ func (v *Verifier) settle(ctx context.Context, c *Claims, st Status, err error) 
 // ref names c to the store, keeping state until no verifier clock within
 // the leeway could still accept the token.
 func (v *Verifier) ref(c *Claims) TokenRef {
-	return TokenRef{ID: c.ID, IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt.Add(v.cfg.Leeway), Session: c.sid, Generation: c.Generation}
+	return TokenRef{ID: c.ID, Subject: c.Subject, IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt.Add(v.cfg.Leeway), Session: c.sid, Generation: c.Generation}
 }
 
 // verified returns the claims of a token of class want whose signature and
@@ -295,7 +295,25 @@ func (v *Verifier) parse(token string, want TokenType) (*Claims, *Key, error) {
 	if seen&required != required || (seen&cSid != 0) != (seen&cGen != 0) {
 		return nil, nil, ErrMissingClaim
 	}
+	if err := classClaims(c.Type, seen); err != nil {
+		return nil, nil, err
+	}
 	return c, key, nil
+}
+
+// classClaims refuses claims that do not belong to a token of class t, so
+// that one class's claims re-signed under another typ are not accepted: a
+// purpose only on the single-use classes (and there required), a session
+// only on access and refresh tokens (and required on refresh tokens).
+func classClaims(t TokenType, seen int) error {
+	singleUse := t == OneTime || t == Step
+	switch {
+	case singleUse && seen&cPurpose == 0, t == Refresh && seen&cSid == 0:
+		return ErrMissingClaim
+	case !singleUse && seen&cPurpose != 0, singleUse && seen&cSid != 0:
+		return ErrInvalidClaims
+	}
+	return nil
 }
 
 // audience is what aud must contain for class t: the resource server for

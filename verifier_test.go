@@ -172,7 +172,37 @@ func forgedCases(t testing.TB, f *fixture) (cases []forgedCase, good string) {
 		{"jti with other alphabet", ed(goodHeader, payload(t, `"jti":"AAAAAAAAAAAAAAAAAAAA+/"`, "jti")), jtiguard.ErrInvalidJTI},
 		{"jti with non-zero trailing bits", ed(goodHeader, payload(t, `"jti":"AAAAAAAAAAAAAAAAAAAAAB"`, "jti")), jtiguard.ErrInvalidJTI},
 		{"token of 1 MB", big + "." + big + "." + big, jtiguard.ErrTokenTooLarge},
+		// Claims of another class re-signed by a key holder under at+jwt.
+		{"one-time claims as access", ed(goodHeader, payload(t, `"purpose":"confirm"`)), jtiguard.ErrInvalidClaims},
+		{"empty purpose on access", ed(goodHeader, payload(t, `"purpose":""`)), jtiguard.ErrInvalidClaims},
 	}, good
+}
+
+// TestClassClaims: each class carries only its own claims, so a key
+// holder's token of one class re-signed under another typ is refused.
+func TestClassClaims(t *testing.T) {
+	f := newFixture(t)
+	ed := func(typ, p string) string {
+		return signRaw(t, jwt.SigningMethodEdDSA, f.priv, `{"alg":"EdDSA","kid":"k1","typ":"`+typ+`"}`, p)
+	}
+	sid := `"sid":"AAAAAAAAAAAAAAAAAAAAAA","gen":1`
+	for _, tc := range []struct {
+		name  string
+		token string
+		want  error
+	}{
+		{"one-time without purpose", ed("once+jwt", payload(t, "")), jtiguard.ErrMissingClaim},
+		{"one-time with a session", ed("once+jwt", payload(t, `"purpose":"p",`+sid)), jtiguard.ErrInvalidClaims},
+		{"one-time with an empty purpose", ed("once+jwt", payload(t, `"purpose":""`)), jtiguard.ErrWrongPurpose},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := f.ver.Consume(context.Background(), tc.token, "")
+			assert.ErrorIs(t, err, tc.want)
+		})
+	}
+	access, _ := f.access(t)
+	_, err := f.ver.Consume(context.Background(), access, "")
+	assert.ErrorIs(t, err, jtiguard.ErrWrongTokenType)
 }
 
 func TestVerifyRejectsForgedAndMalformed(t *testing.T) {
@@ -367,7 +397,9 @@ func TestStoreFailureFailsClosed(t *testing.T) {
 		require.NoError(t, err)
 		_, err = ver.Consume(context.Background(), second, "p")
 		assertUnavailable(t, err, jtiguard.ErrStoreFull)
-		assertUnavailable(t, ver.Revoke(context.Background(), access), jtiguard.ErrStoreFull)
+		require.NoError(t, ver.Revoke(context.Background(), access), "a revocation is never refused for capacity")
+		_, err = ver.Verify(context.Background(), access)
+		assert.ErrorIs(t, err, jtiguard.ErrRevoked)
 		_, err = ver.Consume(context.Background(), first, "p")
 		assert.ErrorIs(t, err, jtiguard.ErrReplayed, "a full store still remembers what it holds")
 	})

@@ -26,7 +26,7 @@ type batcher struct {
 type call struct {
 	keys  []string
 	args  []any
-	n     int64
+	res   []any
 	err   error
 	ready chan struct{}
 }
@@ -38,7 +38,7 @@ const (
 
 func newBatcher(c redis.UniversalClient) *batcher {
 	b := &batcher{c: c, reqs: make(chan *call), stop: make(chan struct{})}
-	b.pool.New = func() any { return &call{ready: make(chan struct{}, 1), keys: make([]string, 2), args: make([]any, 2)} }
+	b.pool.New = func() any { return &call{ready: make(chan struct{}, 1)} }
 	for range batchWorkers {
 		b.wg.Go(b.work)
 	}
@@ -51,27 +51,27 @@ func (b *batcher) close() {
 }
 
 // check runs the check script for keys and args through a batch.
-func (b *batcher) check(ctx context.Context, keys [2]string, args [2]any) (int64, error) {
+func (b *batcher) check(ctx context.Context, keys []string, args []any) ([]any, error) {
 	c := b.pool.Get().(*call)
-	copy(c.keys, keys[:])
-	copy(c.args, args[:])
+	c.keys, c.args = keys, args
 	select {
 	case b.reqs <- c:
 	case <-ctx.Done():
 		b.pool.Put(c)
-		return 0, ctx.Err()
+		return nil, ctx.Err()
 	case <-b.stop:
 		b.pool.Put(c)
-		return 0, errClosed
+		return nil, errClosed
 	}
 	select {
 	case <-c.ready:
-		n, err := c.n, c.err
+		res, err := c.res, c.err
+		c.keys, c.args, c.res = nil, nil, nil
 		b.pool.Put(c)
-		return n, err
+		return res, err
 	case <-ctx.Done():
 		// The worker still owns c and will signal it; it is not reused.
-		return 0, ctx.Err()
+		return nil, ctx.Err()
 	}
 }
 
@@ -99,7 +99,7 @@ func (b *batcher) work() {
 		ctx := context.Background()
 		if len(batch) == 1 {
 			c := batch[0]
-			c.n, c.err = checkScript.Run(ctx, b.c, c.keys, c.args...).Int64()
+			c.res, c.err = checkScript.Run(ctx, b.c, c.keys, c.args...).Slice()
 			c.ready <- struct{}{}
 			continue
 		}
@@ -110,10 +110,10 @@ func (b *batcher) work() {
 		}
 		_, _ = pipe.Exec(ctx) // errors are per command
 		for i, c := range batch {
-			c.n, c.err = cmds[i].Int64()
+			c.res, c.err = cmds[i].Slice()
 			if c.err != nil && redis.HasErrorPrefix(c.err, "NOSCRIPT") {
 				// The server lost its scripts (a restart): EVAL loads it again.
-				c.n, c.err = checkScript.Run(ctx, b.c, c.keys, c.args...).Int64()
+				c.res, c.err = checkScript.Run(ctx, b.c, c.keys, c.args...).Slice()
 			}
 			c.ready <- struct{}{}
 		}

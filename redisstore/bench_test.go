@@ -92,7 +92,7 @@ func redisBenchmarkEvalsha(b *testing.B, srv *redistest.Server, clients int) flo
 		b.Fatal(err)
 	}
 	out, err := exec.Command(bin, "-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port()), "-c", strconv.Itoa(clients),
-		"-n", "100000", "-q", "evalsha", sha, "2", "bench{b00}:j:x", "bench{b00}:e", "b", "0").CombinedOutput()
+		"-n", "100000", "-q", "evalsha", sha, "2", "bench{b00}:j:x", "bench{b00}:e", "0", "0").CombinedOutput()
 	if err != nil {
 		b.Fatalf("redis-benchmark: %v: %s", err, out)
 	}

@@ -1,21 +1,44 @@
-// Package redisstore is a jtiguard Store and SessionStore on Redis 6.2 or
-// later (tested with 7.0), for API servers with several replicas: revocation,
-// one-time use and session state hold across all of them.
+// Package redisstore is a jtiguard Store and SessionStore on Redis 7.0 or
+// later, for API servers with several replicas: revocation, one-time use
+// and session state hold across all of them.
 //
-// Every mutation is one atomic Lua script. Keys are laid out with hash tags
-// so that everything one verification reads (the jti's entry and its
-// family, or its bucket's epoch marker) lives in one slot: one round trip
-// per verification, per consume and per refresh, on Redis Cluster too.
-// Keys expire with the tokens and families they describe; no sweeper runs.
+// Every operation is one atomic Lua script. All the state of one subject
+// (its tokens' entries, its families, its family index) lives under one
+// hash tag, so every operation touches one slot: one round trip per
+// verification, per consume and per refresh, on Redis Cluster too, and
+// logout-all is one atomic script that no concurrent login escapes. Keys
+// expire with the tokens and families they describe; no sweeper runs.
 //
 // It fails closed: when Redis cannot answer, every call returns an error
 // and the Verifier answers ErrStoreUnavailable (HTTP 503), never a pass.
-// When Redis loses its data (restart without persistence, FLUSHALL,
-// failover to an empty replica) the store notices, through epoch markers
-// that every verification of a session-less token reads and the family
-// that every session token needs, and rejects every token issued before the
-// loss: users log in again. Run Redis with persistence (appendonly yes) to
-// make that rare.
+//
+// Data loss. When Redis loses data (restart without persistence, FLUSHALL
+// of a node, failover to an empty replica) the store notices through
+// per-bucket markers that every operation reads, and rejects every token
+// issued before the loss (ErrStateLost): users log in again. When a node
+// rolls back (failover to a replica that lagged), a process that had seen
+// the lost writes notices that the bucket's write sequence went backwards
+// and treats it the same way; a process that never saw them cannot. What
+// prevents the rollback is durability: with replicas, every write that
+// kills or uses a token is acknowledged only once a replica has it (WAIT),
+// so a failover to that replica loses nothing acknowledged. Redis's
+// replication is asynchronous: a failover may still promote a replica that
+// did not confirm, which is why detection stays on.
+//
+// Clocks. Tokens carry iat from the issuing process's clock, and the loss
+// markers come from the server's clock. The store measures this process's
+// skew against every primary at New and every second after, and fails
+// closed (ErrClockSkew) while it exceeds MaxClockSkew; a marker written
+// after a loss lies MaxClockSkew after the server's time, so no token
+// issued before the loss by a process within the bound gets past it,
+// whatever the sub-second timing. Run every process that issues or
+// verifies tokens for one store with its clock within MaxClockSkew of the
+// servers' (NTP does far better).
+//
+// Eviction. A maxmemory-policy other than noeviction could drop a
+// revocation or a used mark; New refuses such a server (ErrConfig) and the
+// store fails closed if the policy changes later. Run Redis with
+// persistence (appendonly yes) and noeviction.
 package redisstore
 
 import (
@@ -23,14 +46,27 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jtiguard/jtiguard"
+)
+
+// Defaults.
+const (
+	// DefaultMaxClockSkew bounds the skew between this process's clock and
+	// the servers' unless configured: the Verifier's default leeway.
+	DefaultMaxClockSkew = jtiguard.DefaultLeeway
+	// DefaultReplicaTimeout bounds the wait for replicas to confirm a
+	// write unless configured.
+	DefaultReplicaTimeout = 500 * time.Millisecond
 )
 
 // Config configures a Store.
@@ -49,15 +85,63 @@ type Config struct {
 	// token can die at any moment but never comes back. Default 100,000;
 	// negative turns the cache off.
 	CacheSize int
+	// MaxClockSkew bounds how far this process's clock (Now) may be from
+	// each Redis primary's; beyond it every call fails closed with
+	// ErrClockSkew. It is also how long after a data loss tokens of no
+	// session stay refused, and how long New waits when it starts the
+	// store's memory. Default DefaultMaxClockSkew (5 s); at least 1 ms.
+	MaxClockSkew time.Duration
+	// Now is this process's clock, the one its Issuer sets iat with;
+	// default time.Now.
+	Now func() time.Time
+	// Replicas is how many replicas must confirm each write that kills,
+	// uses or rotates a token (revoke, consume, rotate, begin, end,
+	// end-subject) before it is acknowledged (WAIT). Default (0): 1 when
+	// every primary has a replica at New, none otherwise. Negative: never
+	// wait.
+	Replicas int
+	// ReplicaTimeout bounds that wait. A write not confirmed in time
+	// returns an error (ErrNotReplicated, a 503 for the caller) even though
+	// the primary applied it: revocations, rotations and logouts are safe
+	// to retry, and a one-time token is then used without its action
+	// having run (see jtiguard.Verifier.Consume). Default
+	// DefaultReplicaTimeout.
+	ReplicaTimeout time.Duration
 }
+
+// Errors of the store, beside those of Redis itself. Each reaches the
+// caller of a Verifier or Sessions method as the cause of an
+// ErrStoreUnavailable (503).
+var (
+	// ErrClockSkew: this process's clock is further from a Redis primary's
+	// than MaxClockSkew allows, so loss detection could not be trusted.
+	ErrClockSkew = errors.New("redisstore: clock skew beyond MaxClockSkew")
+	// ErrNotReplicated: a write was applied on the primary but not
+	// confirmed by the required replicas within ReplicaTimeout.
+	ErrNotReplicated = errors.New("redisstore: write not confirmed by replicas")
+)
 
 // Store is a jtiguard.Store and jtiguard.SessionStore on Redis. It is safe
 // for concurrent use.
 type Store struct {
-	c      redis.UniversalClient
-	batch  *batcher
-	prefix string
-	dead   *ristretto.Cache[string, jtiguard.Status] // keyed by the 16 jti bytes
+	c        redis.UniversalClient
+	batch    *batcher
+	prefix   string
+	dead     *ristretto.Cache[string, jtiguard.Status] // keyed by the 16 jti bytes
+	now      func() time.Time
+	skew     time.Duration
+	replicas int
+	waitFor  time.Duration
+
+	// seen holds, per bucket, the highest marker generation and write
+	// sequence this process has seen (g<<48 | q), to notice a rollback.
+	seen [buckets]atomic.Uint64
+	// health is nil while the servers are fit for use, else why not
+	// (clock skew, an evicting policy).
+	health  atomic.Pointer[error]
+	marking sync.Mutex // held while lost markers are written
+	stop    chan struct{}
+	wg      sync.WaitGroup
 }
 
 var (
@@ -65,21 +149,46 @@ var (
 	_ jtiguard.SessionStore = (*Store)(nil)
 )
 
-// buckets spread the session-less jti entries and their epoch markers over
-// the cluster's slots.
+// buckets spread the subjects over the cluster's slots.
 const buckets = 256
 
-// New connects a Store: it loads the scripts on every primary and writes
-// the epoch markers that are missing, so that tokens issued from now on are
-// vouched for.
+// healthEvery is how often the servers' clocks and eviction policy are
+// checked after New.
+const healthEvery = time.Second
+
+// New connects a Store: it checks every primary's clock and eviction
+// policy, loads the scripts, and writes the loss markers that are missing.
+// When it wrote any (the first use of the prefix, or after a loss), it
+// waits until tokens issued from then on are vouched for: up to
+// MaxClockSkew and a second.
 func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Client == nil {
 		return nil, fmt.Errorf("%w: redisstore needs a Client", jtiguard.ErrConfig)
 	}
-	if cfg.Prefix == "" {
+	switch {
+	case cfg.Prefix == "":
 		cfg.Prefix = "jtiguard:"
+	case strings.ContainsAny(cfg.Prefix, "{}"):
+		return nil, fmt.Errorf("%w: Prefix must not contain braces (hash tags)", jtiguard.ErrConfig)
 	}
-	s := &Store{c: cfg.Client, prefix: cfg.Prefix, batch: newBatcher(cfg.Client)}
+	switch {
+	case cfg.MaxClockSkew == 0:
+		cfg.MaxClockSkew = DefaultMaxClockSkew
+	case cfg.MaxClockSkew < time.Millisecond:
+		return nil, fmt.Errorf("%w: MaxClockSkew must be at least 1ms", jtiguard.ErrConfig)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.ReplicaTimeout <= 0 {
+		cfg.ReplicaTimeout = DefaultReplicaTimeout
+	}
+	s := &Store{c: cfg.Client, prefix: cfg.Prefix, now: cfg.Now, skew: cfg.MaxClockSkew, waitFor: cfg.ReplicaTimeout, stop: make(chan struct{})}
+	if _, ok := s.c.(*redis.ClusterClient); !ok {
+		if _, ok := s.c.(*redis.Client); !ok {
+			return nil, fmt.Errorf("%w: redisstore needs a *redis.Client or *redis.ClusterClient, not %T", jtiguard.ErrConfig, cfg.Client)
+		}
+	}
 	if cfg.CacheSize == 0 {
 		cfg.CacheSize = 100_000
 	}
@@ -97,10 +206,12 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		s.dead = dead
 	}
-	if err := s.load(ctx); err != nil {
+	s.batch = newBatcher(cfg.Client)
+	if err := s.open(ctx, cfg.Replicas); err != nil {
 		s.Close()
 		return nil, err
 	}
+	s.wg.Go(s.watch)
 	return s, nil
 }
 
@@ -112,59 +223,157 @@ func le64(b string) uint64 {
 	return v
 }
 
-// load loads the scripts on every primary and writes missing markers.
-func (s *Store) load(ctx context.Context) error {
-	loadOn := func(ctx context.Context, c *redis.Client) error {
+// open checks the servers, loads the scripts, decides on replication and
+// writes missing markers, waiting for them to take effect.
+func (s *Store) open(ctx context.Context, replicas int) error {
+	if err := s.checkServers(ctx); err != nil {
+		return err
+	}
+	var without atomic.Bool // a primary without replicas
+	err := s.forEachPrimary(ctx, func(ctx context.Context, c *redis.Client) error {
 		for _, sc := range scripts {
 			if err := sc.Load(ctx, c).Err(); err != nil {
 				return wrap("loading scripts", err)
 			}
 		}
+		info, err := c.Info(ctx, "replication").Result()
+		if err != nil {
+			return wrap("reading replication info", err)
+		}
+		if n, _ := strconv.Atoi(infoField(info, "connected_slaves")); n == 0 {
+			without.Store(true)
+		}
 		return nil
-	}
-	var err error
-	if cc, ok := s.c.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, loadOn)
-	} else if c, ok := s.c.(*redis.Client); ok {
-		err = loadOn(ctx, c)
-	}
+	})
 	if err != nil {
 		return err
 	}
-	return s.writeMarkers(ctx, 0)
+	switch {
+	case replicas < 0:
+		s.replicas = 0
+	case replicas > 0:
+		s.replicas = replicas
+	case !without.Load():
+		s.replicas = 1
+	}
+	until, err := s.mark(ctx)
+	if err != nil || until == 0 {
+		return err
+	}
+	// Tokens issued from the next whole second of this clock on have an
+	// iat at or past every marker written.
+	d := time.UnixMilli(until).Add(time.Second - 1).Truncate(time.Second).Sub(s.now())
+	if d <= 0 {
+		return nil
+	}
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
-// writeMarkers writes every missing epoch marker with the server's time
-// plus delay seconds: at creation no delay, so tokens issued from now on
-// are vouched for; after a loss one second, so that no token issued in the
-// second the loss was found is.
-func (s *Store) writeMarkers(ctx context.Context, delay int64) error {
-	now, err := s.c.Time(ctx).Result()
-	if err != nil {
-		return wrap("reading server time", err)
+// forEachPrimary runs fn on every primary, concurrently on Cluster.
+func (s *Store) forEachPrimary(ctx context.Context, fn func(context.Context, *redis.Client) error) error {
+	if cc, ok := s.c.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, fn)
 	}
-	pipe := s.c.Pipeline()
+	return fn(ctx, s.c.(*redis.Client))
+}
+
+// checkServers measures this process's clock against every primary's and
+// reads each one's eviction policy, and records the verdict in health.
+func (s *Store) checkServers(ctx context.Context) error {
+	err := s.forEachPrimary(ctx, func(ctx context.Context, c *redis.Client) error {
+		t0 := s.now()
+		server, err := c.Time(ctx).Result()
+		t1 := s.now()
+		if err != nil {
+			return wrap("reading server time", err)
+		}
+		// The server read its clock between t0 and t1 of ours.
+		off := t0.Add(t1.Sub(t0) / 2).Sub(server)
+		if off.Abs()+t1.Sub(t0)/2 > s.skew {
+			return fmt.Errorf("%w: this clock is %v from %s's (bound %v)", ErrClockSkew, off.Round(time.Millisecond), c.Options().Addr, s.skew)
+		}
+		info, err := c.Info(ctx, "memory").Result()
+		if err != nil {
+			return wrap("reading the eviction policy", err)
+		}
+		if p := infoField(info, "maxmemory_policy"); p != "noeviction" {
+			return fmt.Errorf("%w: redisstore: %s has maxmemory-policy %q, which can evict revocations: use noeviction", jtiguard.ErrConfig, c.Options().Addr, p)
+		}
+		return nil
+	})
+	if errors.Is(err, ErrClockSkew) || errors.Is(err, jtiguard.ErrConfig) {
+		s.health.Store(&err)
+		return err
+	}
+	if err == nil {
+		s.health.Store(nil)
+	}
+	return err // a server that does not answer is each call's to report
+}
+
+// watch re-checks the servers every healthEvery until Close.
+func (s *Store) watch() {
+	t := time.NewTicker(healthEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), healthEvery)
+			_ = s.checkServers(ctx)
+			cancel()
+		}
+	}
+}
+
+// fit returns why the store cannot be used now, if it cannot.
+func (s *Store) fit() error {
+	if err := s.health.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+func infoField(info, name string) string {
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// mark writes every missing marker and returns the latest m it wrote
+// (Unix ms; 0 if none).
+func (s *Store) mark(ctx context.Context) (int64, error) {
+	var until int64
 	for b := range buckets {
-		pipe.SetNX(ctx, s.markerKey(byte(b)), strconv.FormatInt(now.Unix()+delay, 10), 0)
+		res, err := s.write(ctx, markScript, []string{s.tag(byte(b)) + ":e"}, s.skew.Milliseconds(), "")
+		if err != nil {
+			return 0, wrap("writing loss markers", err)
+		}
+		if vals, _ := res.([]any); len(vals) == 2 && vals[0] == int64(1) {
+			m, _ := vals[1].(int64)
+			until = max(until, m)
+		}
 	}
-	_, err = pipe.Exec(ctx)
-	return wrap("writing epoch markers", err)
+	return until, nil
 }
 
-// lost is called when a script found a bucket's marker missing: the data
-// was lost, and the other buckets' markers with it (all of them, or one
-// node's in a cluster). Writing them all now dates the loss for every
-// bucket at once; otherwise a token issued after the loss would be refused
-// in each bucket until that bucket's first check. Tokens issued between the
-// loss and this moment are refused: failing closed.
-func (s *Store) lost(ctx context.Context) {
-	_ = s.writeMarkers(ctx, 1) // best effort: the next detection retries
-}
-
-// Close stops the Store's batching goroutines and releases its cache. It
-// does not close the Client. The Store must not be used after.
+// Close stops the Store's goroutines and releases its cache. It does not
+// close the Client. The Store must not be used after.
 func (s *Store) Close() {
-	s.batch.close()
+	close(s.stop)
+	s.wg.Wait()
+	if s.batch != nil {
+		s.batch.close()
+	}
 	if s.dead != nil {
 		s.dead.Close()
 	}
@@ -172,28 +381,30 @@ func (s *Store) Close() {
 
 var errClosed = errors.New("redisstore: store closed")
 
-func (s *Store) markerKey(b byte) string {
-	return s.prefix + "{b" + hex.EncodeToString([]byte{b}) + "}:e"
-}
-
-// keys returns the jti key of t and the key that vouches for it: its
-// family, or its bucket's marker. Both share a hash tag, hence a slot.
-func (s *Store) keys(t jtiguard.TokenRef) (jti, other, mode, arg string) {
-	id := t.ID.String()
-	if !t.Session.IsZero() {
-		tag := s.prefix + "{" + t.Session.String() + "}"
-		return tag + ":j:" + id, tag + ":f", "s", strconv.FormatUint(t.Generation, 10)
+// bucket is the bucket of subject: FNV-1a, the same in every process.
+func bucket(subject string) byte {
+	h := uint32(2166136261)
+	for i := range len(subject) {
+		h = (h ^ uint32(subject[i])) * 16777619
 	}
-	tag := s.prefix + "{b" + hex.EncodeToString(t.ID[:1]) + "}"
-	return tag + ":j:" + id, tag + ":e", "b", strconv.FormatInt(t.IssuedAt.Unix(), 10)
+	return byte(h ^ h>>8 ^ h>>16 ^ h>>24)
 }
 
-func (s *Store) familyKey(sid jtiguard.JTI) string {
-	return s.prefix + "{" + sid.String() + "}:f"
+// tag is the key prefix of bucket b: its hash tag makes it one slot.
+func (s *Store) tag(b byte) string {
+	return s.prefix + "{b" + hex.EncodeToString([]byte{b}) + "}"
 }
 
-func (s *Store) subjectKey(subject string) string {
-	return s.prefix + "{s:" + hex.EncodeToString([]byte(subject)) + "}:fams"
+// tokenKeys returns the keys a token's scripts take: its jti entry, its
+// bucket's marker and, for a token of a session, its family.
+func (s *Store) tokenKeys(t jtiguard.TokenRef) (b byte, keys []string) {
+	b = bucket(t.Subject)
+	tag := s.tag(b)
+	keys = []string{tag + ":j:" + t.ID.String(), tag + ":e"}
+	if !t.Session.IsZero() {
+		keys = append(keys, tag+":f:"+t.Session.String())
+	}
+	return b, keys
 }
 
 // remember caches a dead answer for t until the token expires.
@@ -219,14 +430,18 @@ func (s *Store) Check(ctx context.Context, t jtiguard.TokenRef) (jtiguard.Status
 	if st, ok := s.cached(t); ok {
 		return st, nil
 	}
-	jti, other, mode, arg := s.keys(t)
-	n, err := s.batch.check(ctx, [2]string{jti, other}, [2]any{mode, arg})
+	if err := s.fit(); err != nil {
+		return 0, err
+	}
+	b, keys := s.tokenKeys(t)
+	before := s.seen[b].Load()
+	vals, err := s.batch.check(ctx, keys, []any{strconv.FormatUint(t.Generation, 10), strconv.FormatInt(t.IssuedAt.Unix(), 10)})
 	if err != nil {
 		return 0, wrap("check", err)
 	}
-	st := jtiguard.Status(n)
-	if st == jtiguard.Lost {
-		s.lost(ctx)
+	st, err := status(s.settle(ctx, b, before, vals))
+	if err != nil {
+		return 0, wrap("check", err)
 	}
 	s.remember(t, st)
 	return st, nil
@@ -237,14 +452,20 @@ func (s *Store) Consume(ctx context.Context, t jtiguard.TokenRef, nonce uint64) 
 	if st, ok := s.cached(t); ok {
 		return st, nil
 	}
-	jti, other, mode, arg := s.keys(t)
-	n, err := consumeScript.Run(ctx, s.c, []string{jti, other}, mode, arg, strconv.FormatUint(nonce, 10), t.ExpiresAt.UnixMilli()).Int()
+	if err := s.fit(); err != nil {
+		return 0, err
+	}
+	b, keys := s.tokenKeys(t)
+	before := s.seen[b].Load()
+	res, err := s.write(ctx, consumeScript, keys, strconv.FormatUint(t.Generation, 10), strconv.FormatInt(t.IssuedAt.Unix(), 10),
+		strconv.FormatUint(nonce, 10), t.ExpiresAt.UnixMilli())
 	if err != nil {
 		return 0, wrap("consume", err)
 	}
-	st := jtiguard.Status(n)
-	if st == jtiguard.Lost {
-		s.lost(ctx)
+	vals, _ := res.([]any)
+	st, err := status(s.settle(ctx, b, before, vals))
+	if err != nil {
+		return 0, wrap("consume", err)
 	}
 	if st == jtiguard.Live {
 		s.remember(t, jtiguard.Used) // later presentations are replays
@@ -254,31 +475,66 @@ func (s *Store) Consume(ctx context.Context, t jtiguard.TokenRef, nonce uint64) 
 	return st, nil
 }
 
-// Revoke implements jtiguard.Store: one round trip.
+// Revoke implements jtiguard.Store: one round trip. It is never refused
+// for memory (the script may exceed maxmemory): a revocation is bounded by
+// its token's lifetime. The revoked answer is cached when a check reads
+// it, not here, so that a revocation takes effect on this process exactly
+// where it does on the others.
 func (s *Store) Revoke(ctx context.Context, t jtiguard.TokenRef) error {
-	jti, _, _, _ := s.keys(t)
-	if err := revokeScript.Run(ctx, s.c, []string{jti}, t.ExpiresAt.UnixMilli()).Err(); err != nil {
+	if err := s.fit(); err != nil {
+		return err
+	}
+	b, keys := s.tokenKeys(t)
+	before := s.seen[b].Load()
+	res, err := s.write(ctx, revokeScript, keys[:2], t.ExpiresAt.UnixMilli())
+	if err != nil {
 		return wrap("revoke", err)
 	}
-	s.remember(t, jtiguard.Revoked)
-	return nil
+	vals, _ := res.([]any)
+	_, _, err = s.settle(ctx, b, before, vals) // lost or not, the revocation is recorded
+	return wrap("revoke", err)
 }
 
-// Begin implements jtiguard.SessionStore: the subject index, then the
-// family (two slots, so two round trips; a family without its index entry
-// is never left behind, only the reverse, which costs nothing).
+// Begin implements jtiguard.SessionStore: one round trip, which records
+// the family and its subject index entry together.
 func (s *Store) Begin(ctx context.Context, f jtiguard.Family) error {
-	end := f.ExpiresAt.UnixMilli()
-	if err := indexScript.Run(ctx, s.c, []string{s.subjectKey(f.Subject)}, f.ID.String(), end).Err(); err != nil {
-		return wrap("begin", err)
+	if err := s.fit(); err != nil {
+		return err
 	}
-	err := beginScript.Run(ctx, s.c, []string{s.familyKey(f.ID)},
-		strconv.FormatUint(f.Generation, 10), f.Refresh.String(), f.IdleTimeout.Milliseconds(), end).Err()
-	return wrap("begin", err)
+	b := bucket(f.Subject)
+	tag := s.tag(b)
+	for try := 0; ; try++ {
+		before := s.seen[b].Load()
+		res, err := s.write(ctx, beginScript, []string{tag + ":f:" + f.ID.String(), s.indexKey(tag, f.Subject), tag + ":e"},
+			strconv.FormatUint(f.Generation, 10), f.Refresh.String(), f.IdleTimeout.Milliseconds(), f.ExpiresAt.UnixMilli(),
+			f.Subject, tag, f.ID.String())
+		if err != nil {
+			return wrap("begin", err)
+		}
+		vals, _ := res.([]any)
+		st, err := status(s.settle(ctx, b, before, vals))
+		switch {
+		case err != nil:
+			return wrap("begin", err)
+		case st == jtiguard.Live:
+			return nil
+		case try > 0:
+			return fmt.Errorf("redisstore: begin: the bucket's state was lost; try again: %w", jtiguard.ErrStoreUnavailable)
+		}
+		// The bucket had lost its data: settle wrote its marker anew, and a
+		// family begun now is vouched for.
+	}
+}
+
+func (s *Store) indexKey(tag, subject string) string {
+	return tag + ":s:" + hex.EncodeToString([]byte(subject))
 }
 
 // Rotate implements jtiguard.SessionStore: one round trip.
 func (s *Store) Rotate(ctx context.Context, r jtiguard.Rotation) (jtiguard.Rotated, error) {
+	if err := s.fit(); err != nil {
+		return jtiguard.Rotated{}, err
+	}
 	newGen := "0"
 	if r.NewGeneration {
 		newGen = "1"
@@ -287,83 +543,190 @@ func (s *Store) Rotate(ctx context.Context, r jtiguard.Rotation) (jtiguard.Rotat
 	if !r.Presented.IsZero() {
 		presented = r.Presented.String()
 	}
-	vals, err := rotateScript.Run(ctx, s.c, []string{s.familyKey(r.Session)},
+	b := bucket(r.Subject)
+	tag := s.tag(b)
+	before := s.seen[b].Load()
+	res, err := s.write(ctx, rotateScript, []string{tag + ":f:" + r.Session.String(), tag + ":j:" + presented, tag + ":e"},
 		strconv.FormatUint(r.Generation, 10), presented, r.Next.String(), newGen,
-		strconv.FormatUint(r.Nonce, 10), r.Grace.Milliseconds()).Slice()
+		strconv.FormatUint(r.Nonce, 10), r.Grace.Milliseconds(), r.Subject)
 	if err != nil {
 		return jtiguard.Rotated{}, wrap("rotate", err)
 	}
-	return parseRotated(vals)
+	vals, _ := res.([]any)
+	if len(vals) != 8 {
+		return jtiguard.Rotated{}, fmt.Errorf("redisstore: rotate: unexpected reply %v", vals)
+	}
+	st, err := status(s.settle(ctx, b, before, vals[:3]))
+	if err != nil || st != jtiguard.Live {
+		return jtiguard.Rotated{Status: st}, wrap("rotate", err)
+	}
+	return parseRotated(vals[3:])
 }
 
 func parseRotated(vals []any) (jtiguard.Rotated, error) {
-	if len(vals) != 6 {
-		return jtiguard.Rotated{}, fmt.Errorf("redisstore: rotate: unexpected reply of %d values", len(vals))
-	}
-	ints := make([]int64, 6)
-	for _, i := range []int{0, 2, 3, 4, 5} {
-		n, ok := vals[i].(int64)
+	var ints [4]int64
+	for i, v := range vals[1:] {
+		n, ok := v.(int64)
 		if !ok {
 			return jtiguard.Rotated{}, fmt.Errorf("redisstore: rotate: unexpected reply %v", vals)
 		}
 		ints[i] = n
 	}
 	r := jtiguard.Rotated{
-		Status:     jtiguard.Status(ints[0]),
-		Generation: uint64(ints[2]),
-		At:         time.UnixMilli(ints[3]),
-		ExpiresAt:  time.UnixMilli(ints[4]),
-		Repeat:     ints[5] == 1,
+		Status:     jtiguard.Live,
+		Generation: uint64(ints[0]),
+		At:         time.UnixMilli(ints[1]),
+		ExpiresAt:  time.UnixMilli(ints[2]),
+		Repeat:     ints[3] == 1,
 	}
-	if cur, _ := vals[1].(string); cur != "" {
-		id, err := jtiguard.ParseJTI(cur)
-		if err != nil {
-			return jtiguard.Rotated{}, fmt.Errorf("redisstore: rotate: stored refresh jti: %w", err)
-		}
-		r.Next = id
+	cur, _ := vals[0].(string)
+	id, err := jtiguard.ParseJTI(cur)
+	if err != nil {
+		return jtiguard.Rotated{}, fmt.Errorf("redisstore: rotate: stored refresh jti: %w", err)
 	}
+	r.Next = id
 	return r, nil
 }
 
 // End implements jtiguard.SessionStore: one round trip.
-func (s *Store) End(ctx context.Context, sid jtiguard.JTI) error {
-	return wrap("end", s.c.Del(ctx, s.familyKey(sid)).Err())
+func (s *Store) End(ctx context.Context, subject string, sid jtiguard.JTI) error {
+	if err := s.fit(); err != nil {
+		return err
+	}
+	b := bucket(subject)
+	tag := s.tag(b)
+	before := s.seen[b].Load()
+	res, err := s.write(ctx, endScript, []string{tag + ":f:" + sid.String(), s.indexKey(tag, subject), tag + ":e"}, sid.String(), subject)
+	if err != nil {
+		return wrap("end", err)
+	}
+	vals, _ := res.([]any)
+	_, _, err = s.settle(ctx, b, before, vals)
+	return wrap("end", err)
 }
 
-// EndSubject implements jtiguard.SessionStore: one round trip to read the
-// subject's families and one pipeline to end them.
+// EndSubject implements jtiguard.SessionStore: one round trip, one atomic
+// script, so a family either was begun before it (and is ended) or after.
 func (s *Store) EndSubject(ctx context.Context, subject string) (int, error) {
-	key := s.subjectKey(subject)
-	sids, err := s.c.SMembers(ctx, key).Result()
+	if err := s.fit(); err != nil {
+		return 0, err
+	}
+	b := bucket(subject)
+	tag := s.tag(b)
+	before := s.seen[b].Load()
+	res, err := s.write(ctx, endSubjectScript, []string{s.indexKey(tag, subject), tag + ":e"}, subject, tag)
 	if err != nil {
 		return 0, wrap("end subject", err)
 	}
-	pipe := s.c.Pipeline()
-	dels := make([]*redis.IntCmd, 0, len(sids))
-	for _, sid := range sids {
-		id, err := jtiguard.ParseJTI(sid)
-		if err != nil {
-			continue // not ours; the set is only an index
+	vals, _ := res.([]any)
+	n, _, err := s.settle(ctx, b, before, vals)
+	if err != nil {
+		return 0, wrap("end subject", err)
+	}
+	return int(n), nil
+}
+
+// settle reads a script's {first, q, g} reply for bucket b, where before
+// is what this process had seen of b when it sent the script, and returns
+// first (a status, or a count). lost reports that the answer cannot be
+// trusted: the marker is missing (data lost) or the sequence is behind
+// what was seen before (a rollback); the marker is then written anew, so
+// that every token and family from before is refused.
+func (s *Store) settle(ctx context.Context, b byte, before uint64, vals []any) (first int64, lost bool, err error) {
+	if len(vals) < 3 {
+		return 0, false, fmt.Errorf("unexpected reply %v", vals)
+	}
+	first, ok1 := vals[0].(int64)
+	q, ok2 := vals[1].(int64)
+	g, ok3 := vals[2].(int64)
+	if !ok1 || !ok2 || !ok3 {
+		return 0, false, fmt.Errorf("unexpected reply %v", vals)
+	}
+	if g < 0 { // the marker is missing
+		s.lost(ctx)
+		return first, true, nil
+	}
+	bq, bg := int64(before&(1<<48-1)), int64(before>>48)
+	if before != 0 && (g < bg || (g == bg && q < bq)) {
+		// Writes this process saw acknowledged are gone. The marker is
+		// rewritten unless another process already did (g moved on).
+		_, _ = s.write(ctx, markScript, []string{s.tag(b) + ":e"}, s.skew.Milliseconds(), strconv.FormatInt(g, 10))
+		return first, true, nil
+	}
+	s.saw(b, q, g)
+	return first, false, nil
+}
+
+// status turns a script's settled answer into a Status.
+func status(first int64, lost bool, err error) (jtiguard.Status, error) {
+	switch {
+	case err != nil:
+		return 0, err
+	case lost:
+		return jtiguard.Lost, nil
+	case first < 0 || first > math.MaxUint8:
+		return 0, fmt.Errorf("unexpected status %d", first)
+	}
+	return jtiguard.Status(first), nil
+}
+
+// saw records that bucket b was at (q, g), keeping the highest seen.
+func (s *Store) saw(b byte, q, g int64) {
+	v := uint64(g)<<48 | uint64(q)&(1<<48-1)
+	for {
+		old := s.seen[b].Load()
+		if old >= v || s.seen[b].CompareAndSwap(old, v) {
+			return
 		}
-		dels = append(dels, pipe.Del(ctx, s.familyKey(id)))
 	}
-	if len(dels) > 0 {
-		if _, err := pipe.Exec(ctx); err != nil {
-			return 0, wrap("end subject", err)
+}
+
+// lost is called when a script found a bucket's marker missing: the data
+// was lost, and other buckets' markers with it (all of them, or one
+// node's in a cluster). Writing every missing one now dates the loss for
+// all at once; otherwise a token issued after the loss would be refused in
+// each bucket until that bucket's first check. Tokens issued between the
+// loss and MaxClockSkew after this moment are refused: failing closed.
+func (s *Store) lost(ctx context.Context) {
+	if s.marking.TryLock() { // one process-wide rewrite at a time
+		_, _ = s.mark(ctx) // best effort: the next detection retries
+		s.marking.Unlock()
+	}
+}
+
+// write runs a script that changes state and, when the store waits for
+// replicas, confirms it with WAIT on the same connection, in the same
+// round trip.
+func (s *Store) write(ctx context.Context, sc *redis.Script, keys []string, args ...any) (any, error) {
+	if s.replicas == 0 {
+		return sc.Run(ctx, s.c, keys, args...).Result()
+	}
+	node, ok := s.c.(*redis.Client)
+	if !ok {
+		var err error
+		if node, err = s.c.(*redis.ClusterClient).MasterForKey(ctx, keys[0]); err != nil {
+			return nil, err
 		}
 	}
-	n := 0
-	for _, d := range dels {
-		n += int(d.Val())
-	}
-	// Only now drop the index: had a deletion failed, a retry still finds
-	// every family.
-	if len(sids) > 0 {
-		if err := s.c.SRem(ctx, key, sids).Err(); err != nil {
-			return n, wrap("end subject", err)
+	for try := 0; ; try++ {
+		pipe := node.Pipeline()
+		res := sc.EvalSha(ctx, pipe, keys, args...)
+		wait := pipe.Do(ctx, "WAIT", s.replicas, s.waitFor.Milliseconds())
+		_, _ = pipe.Exec(ctx) // errors are per command
+		if err := res.Err(); err != nil {
+			if try == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
+				if err := sc.Load(ctx, node).Err(); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			return nil, err
 		}
+		if n, err := wait.Int64(); err != nil || n < int64(s.replicas) {
+			return nil, fmt.Errorf("%w: %d of %d replicas within %v (%v)", ErrNotReplicated, n, s.replicas, s.waitFor, err)
+		}
+		return res.Val(), nil
 	}
-	return n, nil
 }
 
 // wrap adds context to a Redis error; a server out of memory (maxmemory

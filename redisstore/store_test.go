@@ -27,10 +27,14 @@ const (
 	testAudience = "https://api.example.com"
 )
 
+// testSkew bounds the clock skew in tests: every process here reads one
+// clock, and a small bound keeps New's wait on a fresh prefix short.
+const testSkew = 100 * time.Millisecond
+
 // newStore connects a Store to client with a fresh key prefix.
 func newStore(t testing.TB, client redis.UniversalClient, cacheSize int) *redisstore.Store {
 	t.Helper()
-	s, err := redisstore.New(context.Background(), redisstore.Config{Client: client, Prefix: "t" + jtiguard.JTI{}.String()[:2] + randomID(t) + ":", CacheSize: cacheSize})
+	s, err := redisstore.New(context.Background(), redisstore.Config{Client: client, Prefix: "t" + jtiguard.JTI{}.String()[:2] + randomID(t) + ":", CacheSize: cacheSize, MaxClockSkew: testSkew})
 	require.NoError(t, err)
 	t.Cleanup(s.Close)
 	return s
@@ -142,7 +146,7 @@ func TestTwoReplicas(t *testing.T) {
 	store := newStore(t, prefixClient, 0)
 	// Each replica has its own store instance (own positive cache) on the
 	// same Redis and prefix.
-	storeB, err := redisstore.New(context.Background(), redisstore.Config{Client: standaloneClient(t, srv.Addr()), Prefix: prefixOf(t, store, prefixClient)})
+	storeB, err := redisstore.New(context.Background(), redisstore.Config{Client: standaloneClient(t, srv.Addr()), Prefix: prefixOf(t, store, prefixClient), MaxClockSkew: testSkew})
 	require.NoError(t, err)
 	t.Cleanup(storeB.Close)
 	a, b := newReplica(t, keys, store), newReplica(t, keys, storeB)
@@ -162,9 +166,12 @@ func TestTwoReplicas(t *testing.T) {
 		require.NoError(t, err)
 		p2, err := a.sess.Refresh(ctx, p.RefreshToken)
 		require.NoError(t, err)
+		p3, err := a.sess.Refresh(ctx, p2.RefreshToken)
+		require.NoError(t, err)
+		// The token before the previous one: beyond any grace window.
 		_, err = b.sess.Refresh(ctx, p.RefreshToken)
 		require.ErrorIs(t, err, jtiguard.ErrRefreshReused)
-		_, err = a.ver.Verify(ctx, p2.AccessToken)
+		_, err = a.ver.Verify(ctx, p3.AccessToken)
 		require.ErrorIs(t, err, jtiguard.ErrRefreshReused, "the family is dead on A too")
 	})
 	t.Run("1000 concurrent consumes across A and B: one wins", func(t *testing.T) {
@@ -273,7 +280,7 @@ func TestFailClosedAndDataLoss(t *testing.T) {
 	ctx := context.Background()
 	baseGoroutines := runtime.NumGoroutine()
 	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, MaxRetries: 1})
-	store, err := redisstore.New(ctx, redisstore.Config{Client: client, CacheSize: -1})
+	store, err := redisstore.New(ctx, redisstore.Config{Client: client, CacheSize: -1, MaxClockSkew: testSkew})
 	require.NoError(t, err)
 	keys := testKeys(t)
 	r := newReplica(t, keys, store)
@@ -394,7 +401,7 @@ func TestRetryIsNotReuse(t *testing.T) {
 		require.NoError(t, err)
 		proxy := newDropFirstReply(t, srv.Addr(), "evalsha")
 		viaProxy := standaloneClient(t, proxy.Addr()) // go-redis retries after a lost reply
-		lossy, err := redisstore.New(ctx, redisstore.Config{Client: viaProxy, Prefix: prefixOf(t, store, direct), CacheSize: -1})
+		lossy, err := redisstore.New(ctx, redisstore.Config{Client: viaProxy, Prefix: prefixOf(t, store, direct), CacheSize: -1, MaxClockSkew: testSkew})
 		require.NoError(t, err)
 		t.Cleanup(lossy.Close)
 		lr := newReplica(t, keys, lossy)
@@ -410,7 +417,7 @@ func TestRetryIsNotReuse(t *testing.T) {
 	t.Run("consume", func(t *testing.T) {
 		proxy := newDropFirstReply(t, srv.Addr(), "evalsha")
 		viaProxy := standaloneClient(t, proxy.Addr())
-		lossy, err := redisstore.New(ctx, redisstore.Config{Client: viaProxy, Prefix: prefixOf(t, store, direct), CacheSize: -1})
+		lossy, err := redisstore.New(ctx, redisstore.Config{Client: viaProxy, Prefix: prefixOf(t, store, direct), CacheSize: -1, MaxClockSkew: testSkew})
 		require.NoError(t, err)
 		t.Cleanup(lossy.Close)
 		lr := newReplica(t, keys, lossy)

@@ -10,8 +10,9 @@
 // is exactly once, also under concurrency and when a call is retried;
 // revocation holds until expiry; a rotation is one compare-and-set with
 // reuse detection, an optional grace window and idempotent retries;
-// generations, idle and absolute lifetimes, logout-all; and a full store
-// refuses instead of forgetting.
+// generations, idle and absolute lifetimes, logout-all, also racing a
+// login; a revoked token mints nothing; and a full store refuses new state
+// instead of forgetting, yet still records revocations.
 package storetest
 
 import (
@@ -47,6 +48,9 @@ type Harness struct {
 	// Concurrency is how many goroutines race in the concurrency tests;
 	// default 200.
 	Concurrency int
+	// Rounds is how many rounds the round-based race tests run (a login
+	// racing a logout-all); default 200.
+	Rounds int
 }
 
 // Run runs the suite; newHarness is called once per subtest.
@@ -72,6 +76,9 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"AbsoluteLifetime", testAbsolute},
 		{"LogoutAll", testLogoutAll},
 		{"FullFailsClosed", testFull},
+		{"RevokedTokenMintsNothing", testRevokedPresented},
+		{"EndNeedsTheSubject", testEndSubjectMatch},
+		{"BeginRacingEndSubject", testBeginEndSubjectRace},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,6 +89,9 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 			h := newHarness(t)
 			if h.Concurrency == 0 {
 				h.Concurrency = 200
+			}
+			if h.Rounds == 0 {
+				h.Rounds = 200
 			}
 			tc.fn(t, h)
 		})
@@ -99,10 +109,10 @@ func newID(t *testing.T) jtiguard.JTI {
 	return id
 }
 
-// token returns a ref to a token issued now, living ttl.
+// token returns a ref to a token of alice's issued now, living ttl.
 func token(t *testing.T, h Harness, ttl time.Duration) jtiguard.TokenRef {
 	now := h.Now().Truncate(time.Second)
-	return jtiguard.TokenRef{ID: newID(t), IssuedAt: now, ExpiresAt: now.Add(ttl)}
+	return jtiguard.TokenRef{ID: newID(t), Subject: "alice", IssuedAt: now, ExpiresAt: now.Add(ttl)}
 }
 
 func want[T comparable](t *testing.T, what string, got, want T, err error) {
@@ -216,14 +226,14 @@ func begin(t *testing.T, h Harness, subject string, life, idle time.Duration) jt
 // member returns a ref to an access token of family f at generation gen.
 func member(t *testing.T, h Harness, f jtiguard.Family, gen uint64) jtiguard.TokenRef {
 	r := token(t, h, time.Minute)
-	r.Session, r.Generation = f.ID, gen
+	r.Subject, r.Session, r.Generation = f.Subject, f.ID, gen
 	return r
 }
 
 func rotate(t *testing.T, h Harness, f jtiguard.Family, gen uint64, presented jtiguard.JTI, nonce uint64, grace time.Duration) (jtiguard.Rotated, jtiguard.JTI) {
 	t.Helper()
 	next := newID(t)
-	r, err := h.Store.Rotate(ctx, jtiguard.Rotation{Session: f.ID, Generation: gen, Presented: presented, Next: next, Nonce: nonce, Grace: grace})
+	r, err := h.Store.Rotate(ctx, jtiguard.Rotation{Subject: f.Subject, Session: f.ID, Generation: gen, Presented: presented, Next: next, Nonce: nonce, Grace: grace})
 	if err != nil {
 		t.Fatalf("Rotate: %v", err)
 	}
@@ -244,20 +254,20 @@ func testFamilyChecks(t *testing.T, h Harness) {
 	}
 	check(t, h, revoked, jtiguard.Revoked)
 
-	if err := h.Store.End(ctx, f.ID); err != nil {
+	if err := h.Store.End(ctx, f.Subject, f.ID); err != nil {
 		t.Fatal(err)
 	}
 	check(t, h, member(t, h, f, 1), jtiguard.Ended)
 	r, _ := rotate(t, h, f, 1, f.Refresh, 1, 0)
 	want(t, "Rotate of an ended family", r.Status, jtiguard.Ended, nil)
-	if err := h.Store.End(ctx, f.ID); err != nil {
+	if err := h.Store.End(ctx, f.Subject, f.ID); err != nil {
 		t.Fatalf("ending twice: %v", err)
 	}
 }
 
 func testConsumeInEndedFamily(t *testing.T, h Harness) {
 	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
-	if err := h.Store.End(ctx, f.ID); err != nil {
+	if err := h.Store.End(ctx, f.Subject, f.ID); err != nil {
 		t.Fatal(err)
 	}
 	st, err := h.Store.Consume(ctx, member(t, h, f, 1), 1)
@@ -279,7 +289,7 @@ func testRotateRace(t *testing.T, h Harness) {
 				t.Error(err)
 				return
 			}
-			r, err := h.Store.Rotate(ctx, jtiguard.Rotation{Session: f.ID, Generation: 1, Presented: f.Refresh, Next: next, Nonce: uint64(i + 1)})
+			r, err := h.Store.Rotate(ctx, jtiguard.Rotation{Subject: f.Subject, Session: f.ID, Generation: 1, Presented: f.Refresh, Next: next, Nonce: uint64(i + 1)})
 			if err != nil {
 				t.Errorf("Rotate: %v", err)
 				return
@@ -352,7 +362,7 @@ func testGraceExpires(t *testing.T, h Harness) {
 func testRotateRetry(t *testing.T, h Harness) {
 	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
 	next := newID(t)
-	rot := jtiguard.Rotation{Session: f.ID, Generation: 1, Presented: f.Refresh, Next: next, Nonce: 77}
+	rot := jtiguard.Rotation{Subject: f.Subject, Session: f.ID, Generation: 1, Presented: f.Refresh, Next: next, Nonce: 77}
 	r1, err := h.Store.Rotate(ctx, rot)
 	want(t, "rotation", r1.Status, jtiguard.Live, err)
 	// The reply was lost and the client library sent the same call again.
@@ -366,7 +376,7 @@ func testRotateRetry(t *testing.T, h Harness) {
 
 func testGenerationBump(t *testing.T, h Harness) {
 	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
-	bump := jtiguard.Rotation{Session: f.ID, Generation: 1, Next: newID(t), NewGeneration: true, Nonce: 5}
+	bump := jtiguard.Rotation{Subject: f.Subject, Session: f.ID, Generation: 1, Next: newID(t), NewGeneration: true, Nonce: 5}
 	r, err := h.Store.Rotate(ctx, bump)
 	want(t, "bump", r.Status, jtiguard.Live, err)
 	want(t, "generation", r.Generation, 2, nil)
@@ -442,11 +452,87 @@ func testFull(t *testing.T, h Harness) {
 	if _, err := s.Consume(ctx, r, 1); !errors.Is(err, jtiguard.ErrStoreUnavailable) {
 		t.Errorf("Consume in a full store: %v, want ErrStoreUnavailable", err)
 	}
-	if err := s.Revoke(ctx, r); !errors.Is(err, jtiguard.ErrStoreUnavailable) {
-		t.Errorf("Revoke in a full store: %v, want ErrStoreUnavailable", err)
-	}
 	f := jtiguard.Family{ID: newID(t), Subject: "alice", Generation: 1, Refresh: newID(t), ExpiresAt: h.Now().Add(time.Hour), IdleTimeout: time.Minute}
 	if err := s.Begin(ctx, f); !errors.Is(err, jtiguard.ErrStoreUnavailable) {
 		t.Errorf("Begin in a full store: %v, want ErrStoreUnavailable", err)
+	}
+	// A revocation is never refused for capacity: it is bounded by the
+	// token's own lifetime, and refusing it would keep alive a token its
+	// owner wants dead.
+	if err := s.Revoke(ctx, r); err != nil {
+		t.Fatalf("Revoke in a full store: %v, want it recorded", err)
+	}
+	st, err := s.Check(ctx, r)
+	want(t, "Check after a revocation at capacity", st, jtiguard.Revoked, err)
+}
+
+// testRevokedPresented: a token revoked by id (RevokeID) mints nothing: its
+// refresh token does not rotate, its access token does not renew.
+func testRevokedPresented(t *testing.T, h Harness) {
+	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
+	rt := member(t, h, f, 1)
+	rt.ID = f.Refresh
+	if err := h.Store.Revoke(ctx, rt); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := rotate(t, h, f, 1, f.Refresh, 1, time.Minute)
+	want(t, "Rotate presenting a revoked refresh token", r.Status, jtiguard.Revoked, nil)
+	check(t, h, member(t, h, f, 1), jtiguard.Live) // the family itself lives on
+
+	at := member(t, h, f, 1)
+	if err := h.Store.Revoke(ctx, at); err != nil {
+		t.Fatal(err)
+	}
+	bump, err := h.Store.Rotate(ctx, jtiguard.Rotation{Subject: f.Subject, Session: f.ID, Generation: 1, Presented: at.ID, Next: newID(t), NewGeneration: true, Nonce: 9})
+	want(t, "privilege change presenting a revoked access token", bump.Status, jtiguard.Revoked, err)
+	check(t, h, member(t, h, f, 1), jtiguard.Live)
+}
+
+// testEndSubjectMatch: End ends a family only under its own subject.
+func testEndSubjectMatch(t *testing.T, h Harness) {
+	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
+	if err := h.Store.End(ctx, "mallory", f.ID); err != nil {
+		t.Fatal(err)
+	}
+	check(t, h, member(t, h, f, 1), jtiguard.Live)
+	if err := h.Store.End(ctx, "alice", f.ID); err != nil {
+		t.Fatal(err)
+	}
+	check(t, h, member(t, h, f, 1), jtiguard.Ended)
+}
+
+// testBeginEndSubjectRace: a login racing a logout-all either is ended by
+// it or is left for the next one; no family escapes every later
+// logout-all.
+func testBeginEndSubjectRace(t *testing.T, h Harness) {
+	subject := "race-" + newID(t).String()
+	var fams []jtiguard.Family
+	for range h.Rounds {
+		f := jtiguard.Family{ID: newID(t), Subject: subject, Generation: 1, Refresh: newID(t), ExpiresAt: h.Now().Truncate(time.Second).Add(time.Hour), IdleTimeout: 10 * time.Minute}
+		fams = append(fams, f)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			if err := h.Store.Begin(ctx, f); err != nil {
+				t.Errorf("Begin: %v", err)
+			}
+		})
+		wg.Go(func() {
+			if _, err := h.Store.EndSubject(ctx, subject); err != nil {
+				t.Errorf("EndSubject: %v", err)
+			}
+		})
+		wg.Wait()
+	}
+	if _, err := h.Store.EndSubject(ctx, subject); err != nil {
+		t.Fatal(err)
+	}
+	escaped := 0
+	for _, f := range fams {
+		if st, err := h.Store.Check(ctx, member(t, h, f, 1)); err != nil || st != jtiguard.Ended {
+			escaped++
+		}
+	}
+	if escaped > 0 {
+		t.Fatalf("%d of %d families begun while a logout-all ran survived the next logout-all", escaped, h.Rounds)
 	}
 }

@@ -42,7 +42,7 @@ func run(args []string, out io.Writer) error {
 	client := fs.String("client", "demo-client:demo-secret", "the OAuth client, id:secret")
 	mfaCode := fs.String("mfa-code", "123456", "the demo second factor")
 	accessTTL := fs.Duration("access-ttl", 5*time.Minute, "access token lifetime")
-	grace := fs.Duration("refresh-grace", 0, "refresh token grace window (0: off, at most 60s)")
+	grace := fs.Duration("refresh-grace", 0, "refresh token grace window (0: the library default, 10s; negative: off; at most 60s)")
 	issuer := fs.String("issuer", "", "the iss of every token; default http://ADDR (give replicas behind one name the same)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -91,7 +91,7 @@ func run(args []string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "passwordflow listening on %s (%s)\n\n%s", base, store, walkthrough(base, cfg))
 
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	hs := srv.HTTPServer()
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -128,8 +128,10 @@ func walkthrough(base string, cfg Config) string {
   curl -s -H "Authorization: Bearer $AT2" %[1]s/admin
   curl -s -H "Authorization: Bearer $AT" %[1]s/me       # the pre-MFA token is dead now
 
-  # refresh rotates; presenting the old refresh token again revokes the session
-  NEW=$(curl -s -u %[2]s -d grant_type=refresh_token -d refresh_token=$RT2 %[1]s/token)
+  # refresh rotates; a retry within 10 s gets the same successor; an older token revokes the session
+  RT3=$(curl -s -u %[2]s -d grant_type=refresh_token -d refresh_token=$RT2 %[1]s/token | jq -r .refresh_token)
+  curl -s -u %[2]s -d grant_type=refresh_token -d refresh_token=$RT2 %[1]s/token | jq -r .refresh_token  # $RT3 again
+  NEW=$(curl -s -u %[2]s -d grant_type=refresh_token -d refresh_token=$RT3 %[1]s/token)
   curl -s -u %[2]s -d grant_type=refresh_token -d refresh_token=$RT2 %[1]s/token   # invalid_grant: reuse
   curl -s -H "Authorization: Bearer $(echo "$NEW" | jq -r .access_token)" %[1]s/me  # rejected: family revoked
 

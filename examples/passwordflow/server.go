@@ -47,11 +47,28 @@ type Server struct {
 	guard    *jtiguard.Guard
 	closers  []func()
 	mux      *http.ServeMux
+	handler  http.Handler
 }
 
 const (
 	scopesAllowed = "read write"
 	purpose       = "transfer"
+)
+
+// The server's deadlines. Each request is answered within requestTimeout of
+// its headers, store calls included; the http.Server's own timeouts bound
+// what happens around the handler: slow headers, a slow body, a client slow
+// to read the answer, idle keep-alive connections.
+const (
+	requestTimeout    = 5 * time.Second
+	readHeaderTimeout = 5 * time.Second
+	// readTimeout bounds headers and body together; a body is at most
+	// jtiguard.MaxFormBytes.
+	readTimeout = 10 * time.Second
+	// writeTimeout runs from the end of the headers, so it must outlast
+	// requestTimeout for the 503 of a request out of time to go out.
+	writeTimeout = requestTimeout + 5*time.Second
+	idleTimeout  = 60 * time.Second
 )
 
 // NewServer builds the server; Close releases what it opened.
@@ -105,6 +122,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.guard = jtiguard.NewGuard(s.verifier, jtiguard.GuardConfig{Realm: "passwordflow"})
 	s.routes()
+	s.handler = withDeadline(s.mux, requestTimeout)
 	return s, nil
 }
 
@@ -116,8 +134,43 @@ func (s *Server) Close() {
 	s.closers = nil
 }
 
-// Handler is the server's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+// Handler is the server's HTTP handler. It answers every request within
+// requestTimeout: 503 temporarily_unavailable if the route has not by then.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// HTTPServer returns an http.Server for Handler with every timeout set, so
+// that no client, however slow, holds a connection for long.
+func (s *Server) HTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+	}
+}
+
+// timeoutBody is the answer to a request out of time, worded as the
+// library's own 503 when the store does not answer.
+const timeoutBody = `{"error":"temporarily_unavailable","error_description":"the request took too long"}`
+
+// withDeadline answers 503 for a request h has not answered within d, and
+// gives h's context that deadline, so the store call in progress (go-redis
+// with ContextTimeoutEnabled) gives up too; the verifier then fails closed.
+// http.TimeoutHandler rather than a context deadline alone: the client gets
+// its answer on time even from code that does not watch its context. What
+// it costs, buffering each answer, is nothing for these small JSON bodies.
+func withDeadline(h http.Handler, d time.Duration) http.Handler {
+	th := http.TimeoutHandler(h, d, timeoutBody)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// TimeoutHandler writes its 503 with these headers. An answer of h
+		// gets them too unless it sets its own: right here, where every
+		// answer is uncached JSON but the JWKS, which sets both.
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		th.ServeHTTP(w, r)
+	})
+}
 
 func (s *Server) routes() {
 	clients := func(_ context.Context, id, secret string) bool {
@@ -180,9 +233,20 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request) {
 }
 
 // mfa checks the second factor and steps the session up: a new generation
-// at acr "mfa"; every token from before stops working.
+// at acr "mfa"; every token from before stops working. Its form is capped
+// like the library's (net/http alone reads 10 MB): over the cap, 413.
 func (s *Server) mfa(w http.ResponseWriter, r *http.Request) {
-	if err := r.ParseForm(); err != nil || !jtiguard.SecretsEqual(r.PostForm.Get("code"), s.cfg.MFACode) {
+	r.Body = http.MaxBytesReader(w, r.Body, jtiguard.MaxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		status, desc := http.StatusBadRequest, "malformed form"
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			status, desc = http.StatusRequestEntityTooLarge, fmt.Sprintf("the request body is over %d KiB", jtiguard.MaxFormBytes>>10)
+		}
+		writeJSON(w, status, map[string]string{"error": "invalid_request", "error_description": desc})
+		return
+	}
+	if !jtiguard.SecretsEqual(r.PostForm.Get("code"), s.cfg.MFACode) {
 		writeJSON(w, http.StatusForbidden, map[string]string{"error": "access_denied", "error_description": "wrong code"})
 		return
 	}

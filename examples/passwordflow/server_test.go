@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -18,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/oauth2"
 
+	"github.com/jtiguard/jtiguard"
 	"github.com/jtiguard/jtiguard/redisstore/redistest"
 )
 
@@ -25,6 +27,16 @@ const testIssuer = "http://passwordflow.test"
 
 // instance starts one server on an httptest listener.
 func instance(t *testing.T, keyFile, redisAddr string) string {
+	t.Helper()
+	srv := newServer(t, keyFile, redisAddr)
+	ts := httptest.NewUnstartedServer(nil)
+	ts.Config = srv.HTTPServer()
+	ts.Start()
+	t.Cleanup(ts.Close)
+	return ts.URL
+}
+
+func newServer(t *testing.T, keyFile, redisAddr string) *Server {
 	t.Helper()
 	srv, err := NewServer(context.Background(), Config{
 		Issuer:       testIssuer,
@@ -38,9 +50,8 @@ func instance(t *testing.T, keyFile, redisAddr string) string {
 		Logger:       slog.New(slog.DiscardHandler),
 	})
 	require.NoError(t, err)
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() { ts.Close(); srv.Close() })
-	return ts.URL
+	t.Cleanup(srv.Close)
+	return srv
 }
 
 type reply struct {
@@ -179,13 +190,23 @@ func suite(t *testing.T, a, b string) {
 		at2, rt2 := r.str("access_token"), r.str("refresh_token")
 		assert.NotEqual(t, rt, rt2)
 
+		// A client that lost the answer retries within the grace window: the
+		// same successor.
+		r = call(t, b, "POST", "/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}, "", true)
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		assert.Equal(t, rt2, r.str("refresh_token"))
+		r = call(t, a, "POST", "/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt2}}, "", true)
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		at3, rt3 := r.str("access_token"), r.str("refresh_token")
+
+		// The token before the previous one is reuse.
 		r = call(t, b, "POST", "/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}, "", true)
 		assert.Equal(t, http.StatusBadRequest, r.status)
 		assert.Equal(t, "invalid_grant", r.str("error"))
-		for _, tok := range []string{at, at2} {
+		for _, tok := range []string{at, at2, at3} {
 			assert.Equal(t, http.StatusUnauthorized, call(t, a, "GET", "/me", nil, tok, false).status)
 		}
-		r = call(t, a, "POST", "/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt2}}, "", true)
+		r = call(t, a, "POST", "/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt3}}, "", true)
 		assert.Equal(t, "invalid_grant", r.str("error"))
 	})
 
@@ -234,6 +255,36 @@ func suite(t *testing.T, a, b string) {
 		assert.Equal(t, http.StatusOK, call(t, a, "GET", "/me", nil, bob, false).status, "another user is unaffected")
 	})
 
+	t.Run("bodies over the cap", func(t *testing.T) {
+		over, atCap := jtiguard.MaxFormBytes+1, jtiguard.MaxFormBytes
+		at, rt := login(t, a, "alice", "secret")
+
+		r := call(t, a, "POST", "/mfa", padded(url.Values{"code": {"123456"}}, over), at, false)
+		assert.Equal(t, http.StatusRequestEntityTooLarge, r.status)
+		assert.Equal(t, "invalid_request", r.str("error"))
+		assert.Equal(t, "pwd", call(t, b, "GET", "/me", nil, at, false).str("acr"), "no step-up")
+
+		act := call(t, a, "POST", "/transfer/token", url.Values{}, at, false).str("action_token")
+		r = call(t, b, "POST", "/transfer", padded(url.Values{"action_token": {act}}, over), at, false)
+		assert.Equal(t, http.StatusRequestEntityTooLarge, r.status)
+		r = call(t, a, "POST", "/transfer", padded(url.Values{"action_token": {act}}, atCap), at, false)
+		assert.Equal(t, http.StatusOK, r.status, "the refused request used nothing up")
+
+		r = call(t, a, "POST", "/revoke", padded(url.Values{"token": {at}}, over), "", true)
+		assert.Equal(t, http.StatusBadRequest, r.status)
+		assert.Equal(t, "invalid_request", r.str("error"))
+		assert.Equal(t, http.StatusOK, call(t, b, "GET", "/me", nil, at, false).status, "not revoked")
+
+		r = call(t, b, "POST", "/token", padded(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}, over), "", true)
+		assert.Equal(t, http.StatusBadRequest, r.status)
+		assert.Equal(t, "invalid_request", r.str("error"))
+
+		// At the cap, the example's own form is read like the library's.
+		r = call(t, a, "POST", "/mfa", padded(url.Values{"code": {"123456"}}, atCap), at, false)
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		assert.Equal(t, "mfa", call(t, b, "GET", "/me", nil, r.str("access_token"), false).str("acr"))
+	})
+
 	t.Run("jwks has every token's kid", func(t *testing.T) {
 		at, rt := login(t, a, "alice", "secret")
 		set := fetchJWKS(t, b)
@@ -243,6 +294,17 @@ func suite(t *testing.T, a, b string) {
 			assert.NotEmpty(t, set.Key(jws.Signatures[0].Header.KeyID))
 		}
 	})
+}
+
+// padded returns form with a "pad" field that makes its encoding exactly n
+// bytes long.
+func padded(form url.Values, n int) url.Values {
+	out := url.Values{"pad": {""}}
+	for k, v := range form {
+		out[k] = v
+	}
+	out.Set("pad", strings.Repeat("x", n-len(out.Encode())))
+	return out
 }
 
 func fetchJWKS(t *testing.T, base string) jose.JSONWebKeySet {
@@ -299,7 +361,16 @@ func TestOAuth2Client(t *testing.T) {
 	assert.Equal(t, "alice", me["sub"])
 	assert.Equal(t, "read", me["scope"])
 
-	// The rotated-away refresh token is reuse.
+	// Within the grace window the rotated-away token gets the same
+	// successor (a client that lost the answer); once the successor has
+	// rotated too, it is reuse.
+	again, err := conf.TokenSource(ctx, &stale).Token()
+	require.NoError(t, err)
+	assert.Equal(t, fresh.RefreshToken, again.RefreshToken)
+	staleFresh := *fresh
+	staleFresh.Expiry = time.Now().Add(-time.Minute)
+	_, err = conf.TokenSource(ctx, &staleFresh).Token()
+	require.NoError(t, err)
 	_, err = conf.TokenSource(ctx, &stale).Token()
 	var re *oauth2.RetrieveError
 	require.ErrorAs(t, err, &re)
@@ -323,4 +394,46 @@ func TestIndependentJOSE(t *testing.T) {
 	assert.Equal(t, "alice", claims["sub"])
 	assert.Equal(t, testIssuer, claims["iss"])
 	assert.Equal(t, "at+jwt", jws.Signatures[0].Header.ExtraHeaders["typ"])
+}
+
+// TestRequestDeadline: a request the server cannot finish (a store that
+// does not answer) gets a JSON 503 when requestTimeout is up, through the
+// http.Server's own handler, even from a handler that ignores its context;
+// and the handler's context carries the deadline, so a store call that
+// watches it gives up then. synctest's clock makes the 5 s instant and exact.
+func TestRequestDeadline(t *testing.T) {
+	srv := newServer(t, filepath.Join(t.TempDir(), "key.pem"), "")
+	h := srv.HTTPServer().Handler
+	synctest.Test(t, func(t *testing.T) {
+		deadlines, release := make(chan time.Time, 1), make(chan struct{})
+		srv.mux.HandleFunc("GET /test/stuck", func(w http.ResponseWriter, r *http.Request) {
+			d, _ := r.Context().Deadline()
+			deadlines <- d
+			<-release
+		})
+		defer close(release)
+
+		start := time.Now()
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/test/stuck", nil))
+		assert.Equal(t, requestTimeout, time.Since(start))
+		assert.Equal(t, start.Add(requestTimeout), <-deadlines)
+		assert.Equal(t, http.StatusServiceUnavailable, rec.Code)
+		assert.Equal(t, "application/json", rec.Header().Get("Content-Type"))
+		assert.Equal(t, "no-store", rec.Header().Get("Cache-Control"))
+		var body map[string]string
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &body))
+		assert.Equal(t, "temporarily_unavailable", body["error"])
+	})
+}
+
+// TestHTTPServerTimeouts: the http.Server bounds every phase of a
+// connection, and its write deadline leaves room for the 503 of a request
+// out of time.
+func TestHTTPServerTimeouts(t *testing.T) {
+	hs := newServer(t, filepath.Join(t.TempDir(), "key.pem"), "").HTTPServer()
+	assert.Positive(t, hs.ReadHeaderTimeout)
+	assert.GreaterOrEqual(t, hs.ReadTimeout, hs.ReadHeaderTimeout)
+	assert.Positive(t, hs.IdleTimeout)
+	assert.Greater(t, hs.WriteTimeout, requestTimeout)
 }
