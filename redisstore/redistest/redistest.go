@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -36,12 +35,23 @@ func binaries(t testing.TB) (server, cli string) {
 
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return freePorts(t, 1)[0]
+}
+
+// freePorts returns n distinct free loopback ports (all held open at once
+// while they are chosen, so that none is returned twice).
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
 // Server is one redis-server process.
@@ -66,8 +76,17 @@ func (r *Server) Port() int { return r.port }
 // redis-server arguments) asks for it.
 func Start(t testing.TB, extra ...string) *Server {
 	t.Helper()
+	return startOn(t, 0, extra...)
+}
+
+// startOn is Start on the given port (0: a free one).
+func startOn(t testing.TB, port int, extra ...string) *Server {
+	t.Helper()
 	bin, _ := binaries(t)
-	r := &Server{t: t, bin: bin, port: freePort(t), dir: t.TempDir()}
+	if port == 0 {
+		port = freePort(t)
+	}
+	r := &Server{t: t, bin: bin, port: port, dir: t.TempDir()}
 	r.args = append([]string{
 		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", r.dir, "--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning",
@@ -127,50 +146,10 @@ func waitReady(t testing.TB, addr string) {
 	}
 }
 
-// Cluster is three redis-server primaries joined into a cluster.
-type Cluster struct {
-	nodes []*Server
-}
-
-// Addrs are the primaries' addresses.
-func (c *Cluster) Addrs() []string {
-	var a []string
-	for _, n := range c.nodes {
-		a = append(a, n.Addr())
-	}
-	return a
-}
-
 // StartCluster starts three primaries and joins them into a cluster.
 func StartCluster(t testing.TB) *Cluster {
 	t.Helper()
-	_, cli := binaries(t)
-	c := &Cluster{}
-	for range 3 {
-		c.nodes = append(c.nodes, Start(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"))
-	}
-	args := append([]string{"--cluster", "create"}, c.Addrs()...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
-	out, err := exec.Command(cli, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("redis-cli --cluster create: %v: %s", err, out)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for _, n := range c.nodes {
-		rc := redis.NewClient(&redis.Options{Addr: n.Addr()})
-		for {
-			info, err := rc.ClusterInfo(context.Background()).Result()
-			if err == nil && strings.Contains(info, "cluster_state:ok") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cluster not ready on %s: %v %s", n.Addr(), err, info)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		rc.Close()
-	}
-	return c
+	return startCluster(t, 0)
 }
 
 // RemoveData deletes the server's saved data, so that a restart is empty.
