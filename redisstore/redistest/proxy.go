@@ -170,8 +170,8 @@ func (p *Proxy) Cut() {
 	}
 }
 
-// Refuse(true) makes the proxy close new connections as soon as it accepts
-// them (existing ones are untouched: see Cut); Refuse(false) accepts again.
+// Refuse makes the proxy close new connections, with true, as soon as it accepts
+// them (existing ones are untouched: see Cut); with false it accepts again.
 func (p *Proxy) Refuse(refuse bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -156,11 +156,11 @@ func (r *Replicated) Promote(i int) *Server {
 // (CLIENT KILL TYPE master), then waits until it reports the link down. It
 // works for any replica, standalone or cluster, without a proxy. The
 // primary stops listing it, so WAIT no longer counts it.
-func (s *Server) CutReplication() {
-	s.t.Helper()
+func (r *Server) CutReplication() {
+	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := withClient(s.Addr(), func(rc *redis.Client) error {
+	err := withClient(r.Addr(), func(rc *redis.Client) error {
 		if err := rc.ConfigSet(ctx, "masteruser", "redistest-cut-link").Err(); err != nil {
 			return err
 		}
@@ -170,31 +170,31 @@ func (s *Server) CutReplication() {
 		return rc.Do(ctx, "CLIENT", "KILL", "TYPE", "master").Err()
 	})
 	if err != nil {
-		s.t.Fatalf("cut replication of %s: %v", s.Addr(), err)
+		r.t.Fatalf("cut replication of %s: %v", r.Addr(), err)
 	}
-	if err := s.waitLink(ctx, "down"); err != nil {
-		s.t.Fatalf("cut replication of %s: %v", s.Addr(), err)
+	if err := r.waitLink(ctx, "down"); err != nil {
+		r.t.Fatalf("cut replication of %s: %v", r.Addr(), err)
 	}
 }
 
 // RestoreReplication undoes CutReplication and waits until the replica's
 // link is up again (it reconnects within a second, with a partial resync
 // when the primary's backlog still holds what it missed).
-func (s *Server) RestoreReplication() {
-	s.t.Helper()
+func (r *Server) RestoreReplication() {
+	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := withClient(s.Addr(), func(rc *redis.Client) error {
+	err := withClient(r.Addr(), func(rc *redis.Client) error {
 		if err := rc.ConfigSet(ctx, "masterauth", "").Err(); err != nil {
 			return err
 		}
 		return rc.ConfigSet(ctx, "masteruser", "").Err()
 	})
 	if err != nil {
-		s.t.Fatalf("restore replication of %s: %v", s.Addr(), err)
+		r.t.Fatalf("restore replication of %s: %v", r.Addr(), err)
 	}
-	if err := s.waitLink(ctx, "up"); err != nil {
-		s.t.Fatalf("restore replication of %s: %v", s.Addr(), err)
+	if err := r.waitLink(ctx, "up"); err != nil {
+		r.t.Fatalf("restore replication of %s: %v", r.Addr(), err)
 	}
 }
 
@@ -205,31 +205,31 @@ func (s *Server) RestoreReplication() {
 // still lists it online and acknowledges writes, and WAIT no longer counts
 // it. If the link then breaks (the primary is killed), what it read and did
 // not apply is discarded. ResumeReplication, Promote and Takeover resume it.
-func (s *Server) StallReplication() {
-	s.t.Helper()
+func (r *Server) StallReplication() {
+	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := withClient(s.Addr(), func(rc *redis.Client) error {
+	err := withClient(r.Addr(), func(rc *redis.Client) error {
 		return rc.Do(ctx, "CLIENT", "PAUSE", strconv.Itoa(3600*1000), "WRITE").Err()
 	})
 	if err != nil {
-		s.t.Fatalf("stall replication of %s: %v", s.Addr(), err)
+		r.t.Fatalf("stall replication of %s: %v", r.Addr(), err)
 	}
 }
 
 // ResumeReplication undoes StallReplication (CLIENT UNPAUSE).
-func (s *Server) ResumeReplication() {
-	s.t.Helper()
+func (r *Server) ResumeReplication() {
+	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := withClient(s.Addr(), func(rc *redis.Client) error { return rc.ClientUnpause(ctx).Err() }); err != nil {
-		s.t.Fatalf("resume replication of %s: %v", s.Addr(), err)
+	if err := withClient(r.Addr(), func(rc *redis.Client) error { return rc.ClientUnpause(ctx).Err() }); err != nil {
+		r.t.Fatalf("resume replication of %s: %v", r.Addr(), err)
 	}
 }
 
-func (s *Server) waitLink(ctx context.Context, status string) error {
+func (r *Server) waitLink(ctx context.Context, status string) error {
 	return poll(ctx, func() error {
-		ri, err := Info(ctx, s.Addr(), "replication")
+		ri, err := Info(ctx, r.Addr(), "replication")
 		if err != nil {
 			return err
 		}
