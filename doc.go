@@ -38,18 +38,27 @@
 //     moment Revoke returns until the token's expiry.
 //  4. Fail closed: when the store cannot answer (down, timing out, full, or
 //     the request's context is done) verification returns
-//     ErrStoreUnavailable with status 503, never a pass; a store that lost
-//     its memory (a MemoryStore after a restart) rejects tokens issued
-//     before the loss (ErrStateLost).
+//     ErrStoreUnavailable with status 503, never a pass. A store that lost
+//     its memory (a MemoryStore after a restart, a Redis restarted empty,
+//     flushed, or failed over to a replica that lagged) rejects every
+//     token issued before the loss (ErrStateLost), without trusting two
+//     clocks to agree or one-second timestamps to order events. A
+//     revocation is never refused for capacity.
 //  5. Rotation: each Sessions.Refresh is one compare-and-set on the
 //     session family; presenting a superseded refresh token revokes the
-//     family and every access token of it (ErrRefreshReused). An optional
-//     grace window gives a client that lost a response the same successor.
+//     family and every access token of it (ErrRefreshReused). A grace
+//     window (10 s by default) gives a client that lost a response, or got
+//     a 503 and retried, the same successor, so a transient store fault
+//     never logs out an honest user; it never extends to older tokens nor
+//     across a generation. A token revoked by id mints nothing.
 //  6. Across authentication states: Login always starts a new family with
 //     a fresh random sid; Renew (MFA step-up, password, role or scope
 //     change) moves the family to a new generation and every earlier token
-//     is rejected (ErrSuperseded); Require checks acr, auth age and
-//     scopes, with RFC 9470 challenges.
+//     is rejected: access tokens with ErrSuperseded, refresh tokens as
+//     reuse (ErrRefreshReused, the family revoked); Require checks acr,
+//     auth age and scopes, with RFC 9470 challenges. Each class carries only
+//     its own claims (a purpose only on one-time and step tokens, a session
+//     only on access and refresh tokens).
 //  7. Nothing secret in errors or logs: texts never contain a token;
 //     security events name the jti, sid and subject.
 //

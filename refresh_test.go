@@ -235,6 +235,9 @@ func TestStepUpInvalidatesEarlierTokens(t *testing.T) {
 	}
 	_, err = sf.sess.Refresh(ctx, before.RefreshToken)
 	assert.ErrorIs(t, err, jtiguard.ErrRefreshReused, "a refresh token from before MFA is superseded: presenting it is reuse")
+	_, err = sf.ver.Verify(ctx, after.AccessToken)
+	assert.ErrorIs(t, err, jtiguard.ErrRefreshReused, "reuse revokes the family, its new generation included")
+	assert.Contains(t, sf.eventKinds(), jtiguard.EventRefreshReused, "and is reported as reuse")
 
 	// That reuse killed the family: step up again on a fresh login.
 	before = sf.login(t, "alice")

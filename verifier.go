@@ -173,6 +173,11 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 // token, on this process or on any sharing the Store, exactly one succeeds;
 // the others get ErrReplayed. Only a one-time token (typ once+jwt) is ever
 // accepted.
+//
+// Use is at most once: a call that fails with ErrStoreUnavailable may have
+// used the token (its answer was lost), and a retry then gets ErrReplayed.
+// An action that must survive that should record the token's jti with its
+// effect, atomically, and answer a retry from the record.
 func (v *Verifier) Consume(ctx context.Context, token, purpose string) (Claims, error) {
 	return v.consume(ctx, token, OneTime, purpose)
 }
