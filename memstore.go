@@ -266,13 +266,12 @@ func (s *MemoryStore) tryWrite(t TokenRef, status Status, nonce uint64, now, exp
 		sh.m[t.ID] = e
 		return Live, false
 	}
-	if !ok {
-		if status != Revoked && !s.reserve(sh, now) {
-			return 0, true
-		}
-		if status == Revoked {
-			s.count.Add(1)
-		}
+	switch {
+	case ok: // an expired entry, replaced in place
+	case status == Revoked:
+		s.count.Add(1) // never refused for capacity
+	case !s.reserve(sh, now):
+		return 0, true
 	}
 	sh.m[t.ID] = memEntry{exp: exp, nonce: nonce, status: status}
 	sh.grew()
