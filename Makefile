@@ -7,7 +7,7 @@ FUZZTIME   ?= 10s
 # Fuzz targets as package:target pairs; each runs for FUZZTIME.
 FUZZ       := .:FuzzVerify .:FuzzParseJTI .:FuzzParseJWK .:FuzzClaimsJSON .:FuzzHeader .:FuzzBearerHeader .:FuzzChallenge
 
-.PHONY: test check vet lint unit fuzz bench bench-core run run-quickstart
+.PHONY: test check vet lint unit fuzz faults bench bench-core run run-quickstart
 
 test: check unit fuzz
 
@@ -27,6 +27,15 @@ fuzz:
 	@for f in $(FUZZ); do pkg=$${f%%:*}; target=$${f##*:}; \
 		echo "fuzz $$target for $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; done
+
+# The Redis fault scenarios again and again (they also run once in unit):
+# kill -9 and restarts, clock skew, failover to a lagging replica, lost
+# replies through a proxy, logins racing logout-all. FAULTS_COUNT=10 for a
+# longer soak.
+FAULTS_COUNT ?= 3
+FAULTS_RUN    = Fault|Failover|LostReplies|ClockSkew|SameSecond|Racing|NodeLoss|Evicting|RevokeIDAcross|RetryIsNotReuse|SlowRedis
+faults:
+	cd redisstore && $(GO) test -race -count=$(FAULTS_COUNT) -run '$(FAULTS_RUN)' .
 
 # The root module's own benchmarks (store at 1e6 entries, sessions), with
 # what each one logs (-v).
