@@ -443,6 +443,7 @@ func (s *MemoryStore) EndSubject(ctx context.Context, subject string) (int, erro
 	}
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
+	now := s.clock(s.now())
 	n := 0
 	for sid := range s.subjects[subject] {
 		sh := s.shard(sid)
@@ -450,7 +451,9 @@ func (s *MemoryStore) EndSubject(ctx context.Context, subject string) (int, erro
 		if f, ok := sh.fam[sid]; ok && f.subject == subject {
 			delete(sh.fam, sid)
 			s.count.Add(-1)
-			n++
+			if !f.reused && f.end() > now {
+				n++ // only families that were live count as ended
+			}
 		}
 		sh.mu.Unlock()
 	}

@@ -293,9 +293,10 @@ func (s *Sessions) Logout(ctx context.Context, token string) error {
 	return nil
 }
 
-// LogoutAll ends every family of subject and reports how many it ended.
-// It costs one store operation per family of the subject; verification
-// still costs one store read.
+// LogoutAll ends every family of subject, atomically (a login racing it is
+// either ended or begun after it), and reports how many live sessions it
+// ended: families already revoked for reuse are ended too but not counted.
+// It is one store operation, O(families of the subject).
 func (s *Sessions) LogoutAll(ctx context.Context, subject string) (int, error) {
 	n, err := s.store.EndSubject(ctx, subject)
 	if err != nil {

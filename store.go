@@ -153,7 +153,8 @@ type SessionStore interface {
 	// the moment End returns. Ending an unknown family is not an error.
 	End(ctx context.Context, subject string, sid JTI) error
 	// EndSubject ends every family of subject, atomically, and reports how
-	// many. Every family begun before it is Ended from the moment it
-	// returns. It costs O(families of the subject).
+	// many were live (families already revoked for reuse are ended too but
+	// not counted). Every family begun before it is Ended from the moment
+	// it returns. It costs O(families of the subject).
 	EndSubject(ctx context.Context, subject string) (int, error)
 }

@@ -194,16 +194,17 @@ return {0, mk.q, mk.g}
 `)
 
 // endSubject: KEYS index, marker; ARGV subject, the bucket's key prefix.
-// Ends every family in the subject's index, atomically. Replies {families
-// ended, q, g}.
+// Ends every family in the subject's index, atomically. Replies {live
+// families ended (not those already revoked for reuse), q, g}.
 var endSubjectScript = redis.NewScript("#!lua flags=allow-oom\n" + prelude + `
 local mk = marker(KEYS[2])
 local n = 0
 for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local fk = ARGV[2] .. ':f:' .. sid
-  if redis.call('HGET', fk, 's') == ARGV[1] then
+  local f = redis.call('HMGET', fk, 's', 'reused')
+  if f[1] == ARGV[1] then
     redis.call('DEL', fk)
-    n = n + 1
+    if f[2] ~= '1' then n = n + 1 end
   end
 end
 redis.call('DEL', KEYS[1])

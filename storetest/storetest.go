@@ -433,8 +433,12 @@ func testLogoutAll(t *testing.T, h Harness) {
 		alice = append(alice, begin(t, h, "alice", time.Hour, 10*time.Minute))
 	}
 	bob := begin(t, h, "bob", time.Hour, 10*time.Minute)
+	reused := begin(t, h, "alice", time.Hour, 10*time.Minute)
+	rotate(t, h, reused, 1, newID(t), 1, 0) // a stranger's token: reuse
+	check(t, h, member(t, h, reused, 1), jtiguard.Reused)
 	n, err := h.Store.EndSubject(ctx, "alice")
-	want(t, "families ended", n, 3, err)
+	want(t, "live families ended", n, 3, err)
+	check(t, h, member(t, h, reused, 1), jtiguard.Ended)
 	for _, f := range alice {
 		check(t, h, member(t, h, f, 1), jtiguard.Ended)
 	}
