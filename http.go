@@ -20,31 +20,65 @@ import (
 var (
 	// ErrInvalidRequest: the request is malformed (400 invalid_request).
 	ErrInvalidRequest = newSentinel("invalid request", nil)
-	// ErrInvalidClient: client authentication failed (401 invalid_client),
-	// or the token belongs to another client (400 unauthorized_client).
+	// ErrInvalidClient: client authentication failed (401 invalid_client).
 	ErrInvalidClient = newSentinel("client authentication failed", nil)
 	// ErrUnsupportedGrantType: 400 unsupported_grant_type.
 	ErrUnsupportedGrantType = newSentinel("unsupported grant type", nil)
 	// ErrInvalidGrant: credentials or refresh token grant nothing (400
 	// invalid_grant); the token rejection, if any, is wrapped.
 	ErrInvalidGrant = newSentinel("invalid grant", nil)
+	// ErrUnauthorizedClient: the client may not use this grant or token
+	// (400 unauthorized_client).
+	ErrUnauthorizedClient = newSentinel("unauthorized client", nil)
+	// ErrInvalidScope: the requested scope is invalid, unknown or beyond
+	// what the client may have (400 invalid_scope).
+	ErrInvalidScope = newSentinel("invalid scope", nil)
 )
+
+// oauthKinds maps RFC 6749 section 5.2 error codes to their sentinels.
+var oauthKinds = map[string]error{
+	"invalid_request":        ErrInvalidRequest,
+	"invalid_client":         ErrInvalidClient,
+	"invalid_grant":          ErrInvalidGrant,
+	"unauthorized_client":    ErrUnauthorizedClient,
+	"unsupported_grant_type": ErrUnsupportedGrantType,
+	"invalid_scope":          ErrInvalidScope,
+}
+
+// OAuthError returns the *Error for an RFC 6749 section 5.2 error code
+// (invalid_request, invalid_client, invalid_grant, unauthorized_client,
+// unsupported_grant_type, invalid_scope) with the status the section gives
+// it: 401 for invalid_client, 400 for the others. It matches the code's
+// sentinel (ErrInvalidGrant, ...). An unknown code is a programming error:
+// it yields invalid_request. description must be safe to show the client.
+func OAuthError(code, description string) *Error {
+	kind, ok := oauthKinds[code]
+	if !ok {
+		code, kind = "invalid_request", ErrInvalidRequest
+	}
+	status := http.StatusBadRequest
+	if code == "invalid_client" {
+		status = http.StatusUnauthorized
+	}
+	return requestError(kind, status, code, description)
+}
 
 func requestError(kind error, status int, code, desc string) *Error {
 	return &Error{Status: status, Code: code, Description: desc, kind: kind}
 }
 
 func invalidRequest(desc string) *Error {
-	return requestError(ErrInvalidRequest, http.StatusBadRequest, "invalid_request", desc)
+	return OAuthError("invalid_request", desc)
 }
 
 // BearerToken returns the bearer token of r, taken from its Authorization
 // header only (RFC 6750 section 2.1): one header, scheme "Bearer" in any
 // case, one token of the b64token alphabet. It returns "" and nil when r
-// carries no token. A token in the query string or form is refused, not
-// read (it leaks into logs and Referer headers), as are two Authorization
-// headers and a malformed one: those return an *Error for 400
-// invalid_request.
+// carries no bearer credentials (no header, or another scheme such as
+// Basic: RFC 6750 section 3.1 treats both as lacking authentication). A
+// token in the query string or form is refused, not read (it leaks into
+// logs and Referer headers), as are two Authorization headers and a
+// malformed Bearer one: those return an *Error for 400 invalid_request.
 func BearerToken(r *http.Request) (string, error) {
 	if r.URL != nil && r.URL.Query().Has("access_token") {
 		return "", invalidRequest("access tokens are not accepted in the query string")
@@ -60,11 +94,12 @@ func BearerToken(r *http.Request) (string, error) {
 	return parseBearer(values[0])
 }
 
-// parseBearer reads `Bearer <b64token>`.
+// parseBearer reads `Bearer <b64token>`; another scheme is no bearer
+// credential at all.
 func parseBearer(h string) (string, error) {
-	scheme, token, ok := strings.Cut(h, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", invalidRequest("the Authorization header is not a Bearer credential")
+	scheme, token, _ := strings.Cut(h, " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		return "", nil
 	}
 	token = strings.TrimLeft(token, " ")
 	if token == "" || !isB64Token(token) {
@@ -96,10 +131,26 @@ func isB64Token(s string) bool {
 
 type claimsKey struct{}
 
-// ClaimsFrom returns the claims a Guard verified for the request.
+// verified is what a Guard leaves in a request's context: the claims and
+// the Verifier that checked them, so that a later Guard of the same
+// Verifier in the chain does not verify (and ask the store) again.
+type verified struct {
+	claims *Claims
+	by     *Verifier
+}
+
+// ClaimsFrom returns the claims a Guard verified for the request (or that
+// NewContext put in ctx).
 func ClaimsFrom(ctx context.Context) (*Claims, bool) {
-	c, ok := ctx.Value(claimsKey{}).(*Claims)
-	return c, ok
+	v, ok := ctx.Value(claimsKey{}).(verified)
+	return v.claims, ok
+}
+
+// NewContext returns ctx carrying c as ClaimsFrom reads them, so that a
+// handler can be tested without a token. A Guard never takes claims put
+// there for verified: it verifies the request's own token.
+func NewContext(ctx context.Context, c *Claims) context.Context {
+	return context.WithValue(ctx, claimsKey{}, verified{claims: c})
 }
 
 // Guard turns a Verifier into net/http middleware that rejects by default:
@@ -111,6 +162,8 @@ type Guard struct {
 	v       *Verifier
 	realm   string
 	cookies *CookieConfig
+	extract func(*http.Request) (string, error)
+	onError func(http.ResponseWriter, *http.Request, error)
 }
 
 // GuardConfig configures a Guard.
@@ -120,11 +173,21 @@ type GuardConfig struct {
 	// Cookies, if set, also accepts the access token from its cookie when
 	// no Authorization header is sent, with a CSRF check on unsafe methods.
 	Cookies *CookieConfig
+	// Extract, if set, reads the access token from a request instead of
+	// the Authorization header and cookies: "" and nil for a request
+	// without credentials, an *Error (400 invalid_request) for a
+	// malformed one. Never read tokens from the query string.
+	Extract func(*http.Request) (string, error)
+	// OnError, if set, answers the requests the Guard refuses instead of
+	// WriteError (whose RFC 6750 and RFC 9470 responses it may call). err
+	// is nil when the request carried no credentials; otherwise an *Error
+	// with the status and code to answer.
+	OnError func(w http.ResponseWriter, r *http.Request, err error)
 }
 
 // NewGuard returns a Guard for v.
 func NewGuard(v *Verifier, cfg GuardConfig) *Guard {
-	g := &Guard{v: v, realm: cfg.Realm}
+	g := &Guard{v: v, realm: cfg.Realm, extract: cfg.Extract, onError: cfg.OnError}
 	if cfg.Cookies != nil {
 		c := cfg.Cookies.withDefaults()
 		g.cookies = &c
@@ -134,9 +197,13 @@ func NewGuard(v *Verifier, cfg GuardConfig) *Guard {
 
 // Token returns the request's access token as the Guard reads it: the
 // Authorization header, else the access cookie if cookies are enabled (with
-// the CSRF check); "" when there is none. Handlers behind the Guard use it
-// to pass the token on, to Sessions.Renew or Logout.
+// the CSRF check), or what Extract returns; "" when there is none. Handlers
+// behind the Guard use it to pass the token on, to Sessions.Renew or
+// Logout.
 func (g *Guard) Token(r *http.Request) (string, error) {
+	if g.extract != nil {
+		return g.extract(r)
+	}
 	tok, err := BearerToken(r)
 	if err != nil || tok != "" || g.cookies == nil {
 		return tok, err
@@ -150,32 +217,66 @@ func (g *Guard) Authenticate(next http.Handler) http.Handler {
 	return g.Require(Requirement{})(next)
 }
 
+// Optional is middleware for routes that serve anonymous requests too: a
+// request without credentials passes with no claims in its context; one
+// with a token passes only if the token is valid (a bad token is refused,
+// never ignored), with its claims in the context.
+func (g *Guard) Optional(next http.Handler) http.Handler {
+	return g.guard(Requirement{}, true, next)
+}
+
 // Require returns middleware that requires a valid access token meeting
 // req: scopes (403 insufficient_scope otherwise), acr and maximum
 // authentication age (401 insufficient_user_authentication with acr_values
-// and max_age, so the client can step up).
+// and max_age, so the client can step up). A request already verified by
+// a Guard of the same Verifier earlier in the chain (Authenticate on a
+// router, Require on a route) is not verified again: its claims are
+// checked against req, with no second store read.
 func (g *Guard) Require(req Requirement) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			tok, err := g.Token(r)
-			if err == nil && tok == "" {
-				g.WriteError(w, nil)
+	return func(next http.Handler) http.Handler { return g.guard(req, false, next) }
+}
+
+func (g *Guard) guard(req Requirement, optional bool, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if prior, ok := r.Context().Value(claimsKey{}).(verified); ok && prior.by == g.v {
+			c := *prior.claims
+			if err := g.v.Require(&c, req); err != nil {
+				g.fail(w, r, err)
 				return
 			}
-			var c Claims
-			if err == nil {
-				c, err = g.v.Verify(r.Context(), tok)
+			next.ServeHTTP(w, r)
+			return
+		}
+		tok, err := g.Token(r)
+		if err == nil && tok == "" {
+			if optional {
+				next.ServeHTTP(w, r)
+			} else {
+				g.fail(w, r, nil)
 			}
-			if err == nil {
-				err = g.v.Require(&c, req)
-			}
-			if err != nil {
-				g.WriteError(w, err)
-				return
-			}
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, &c)))
-		})
+			return
+		}
+		var c Claims
+		if err == nil {
+			c, err = g.v.Verify(r.Context(), tok)
+		}
+		if err == nil {
+			err = g.v.Require(&c, req)
+		}
+		if err != nil {
+			g.fail(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, verified{claims: &c, by: g.v})))
+	})
+}
+
+func (g *Guard) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if g.onError != nil {
+		g.onError(w, r, err)
+		return
 	}
+	g.WriteError(w, err)
 }
 
 type oneTimeKey struct{}
@@ -290,8 +391,10 @@ func writeError(w http.ResponseWriter, realm string, err error) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	if err == nil {
+		// RFC 6750 section 3.1: a request without credentials gets the
+		// challenge and no error code or other error information.
 		h.Set("WWW-Authenticate", challenge(realm, nil))
-		writeJSON(w, http.StatusUnauthorized, errorBody{Error: "invalid_request", Description: "a bearer token is required"})
+		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
 	var e *Error
@@ -442,7 +545,7 @@ func parseForm(w http.ResponseWriter, r *http.Request) error {
 }
 
 // TokenEndpoint serves an OAuth 2.0 token endpoint (RFC 6749) for the
-// password and refresh_token grants on Sessions. It authenticates the
+// password, refresh_token and client_credentials grants on Sessions. It authenticates the
 // client (HTTP Basic or form), leaves the user's credential check to
 // Password, and answers with section 5.1 success and section 5.2 error
 // responses, never cached. Every successful password grant starts a new
@@ -457,6 +560,14 @@ type TokenEndpoint struct {
 	// returns the Login to start, or an error (answered as invalid_grant,
 	// whatever it says). Nil disables the password grant.
 	Password func(ctx context.Context, clientID, username, password, scope string) (Login, error)
+	// ClientCredentials grants an authenticated machine client an access
+	// token of its own (RFC 6749 section 4.4): no session family, no
+	// refresh token. It returns the claims to mint for clientID and the
+	// requested scope: Subject defaults to the client id, Audience to the
+	// Sessions' audience, and ClientID is always the authenticated client.
+	// An *Error from OAuthError (say, invalid_scope) is answered as it is;
+	// any other error as unauthorized_client. Nil disables the grant.
+	ClientCredentials func(ctx context.Context, clientID, scope string) (Claims, error)
 	// Realm names the protected space in invalid_client challenges.
 	Realm string
 }
@@ -465,7 +576,7 @@ type TokenEndpoint struct {
 func (e *TokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	pair, err := e.grant(w, r)
 	if err != nil {
-		writeTokenError(w, e.Realm, err)
+		WriteTokenError(w, e.Realm, err)
 		return
 	}
 	WriteTokenPair(w, pair)
@@ -502,13 +613,13 @@ func (e *TokenEndpoint) grant(w http.ResponseWriter, r *http.Request) (*TokenPai
 		return nil, err
 	}
 	if id == "" || !e.Clients(r.Context(), id, secret) {
-		return nil, requestError(ErrInvalidClient, http.StatusUnauthorized, "invalid_client", "client authentication failed")
+		return nil, OAuthError("invalid_client", "client authentication failed")
 	}
 	f := r.PostForm
 	switch f.Get("grant_type") {
 	case "password":
 		if e.Password == nil {
-			return nil, requestError(ErrUnsupportedGrantType, http.StatusBadRequest, "unsupported_grant_type", "the password grant is not enabled")
+			return nil, OAuthError("unsupported_grant_type", "the password grant is not enabled")
 		}
 		user, pass := f.Get("username"), f.Get("password")
 		if user == "" || pass == "" {
@@ -530,14 +641,27 @@ func (e *TokenEndpoint) grant(w http.ResponseWriter, r *http.Request) (*TokenPai
 		// issued to; another client's attempt rotates nothing.
 		pair, err := e.Sessions.refresh(r.Context(), rt, id)
 		return pair, grantErr(err)
+	case "client_credentials":
+		if e.ClientCredentials == nil {
+			return nil, OAuthError("unsupported_grant_type", "the client_credentials grant is not enabled")
+		}
+		c, err := e.ClientCredentials(r.Context(), id, f.Get("scope"))
+		if err != nil {
+			var x *Error
+			if errors.As(err, &x) {
+				return nil, x
+			}
+			return nil, OAuthError("unauthorized_client", "the client may not use this grant")
+		}
+		return e.Sessions.machine(c, id)
 	case "":
 		return nil, invalidRequest("grant_type is required")
 	}
-	return nil, requestError(ErrUnsupportedGrantType, http.StatusBadRequest, "unsupported_grant_type", "unsupported grant type")
+	return nil, OAuthError("unsupported_grant_type", "unsupported grant type")
 }
 
 func invalidGrant(desc string) *Error {
-	return requestError(ErrInvalidGrant, http.StatusBadRequest, "invalid_grant", desc)
+	return OAuthError("invalid_grant", desc)
 }
 
 // grantErr maps a rejected grant to invalid_grant (RFC 6749 section 5.2), keeping
@@ -550,8 +674,12 @@ func grantErr(err error) error {
 	return &Error{Status: http.StatusBadRequest, Code: "invalid_grant", Description: e.Description, kind: ErrInvalidGrant, cause: err}
 }
 
-// writeTokenError writes an RFC 6749 section 5.2 error, never cached.
-func writeTokenError(w http.ResponseWriter, realm string, err error) {
+// WriteTokenError answers a token request with an RFC 6749 section 5.2
+// error, never cached: an *Error (from OAuthError, or one this package
+// returned) with its status and code, a 503 with Retry-After, invalid_client
+// with a Basic challenge for realm; any other error as 500 server_error with
+// no detail. For custom token endpoints.
+func WriteTokenError(w http.ResponseWriter, realm string, err error) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
 	var e *Error
@@ -587,7 +715,7 @@ func (e *RevocationEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	err := e.revoke(w, r)
 	var x *Error
 	if err != nil && (!errors.As(err, &x) || x.Code != codeInvalidToken) {
-		writeTokenError(w, e.Realm, err)
+		WriteTokenError(w, e.Realm, err)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -603,7 +731,7 @@ func (e *RevocationEndpoint) revoke(w http.ResponseWriter, r *http.Request) erro
 		return err
 	}
 	if id == "" || !e.Clients(r.Context(), id, secret) {
-		return requestError(ErrInvalidClient, http.StatusUnauthorized, "invalid_client", "client authentication failed")
+		return OAuthError("invalid_client", "client authentication failed")
 	}
 	tok := r.PostForm.Get("token")
 	if tok == "" {
@@ -615,7 +743,7 @@ func (e *RevocationEndpoint) revoke(w http.ResponseWriter, r *http.Request) erro
 	}
 	if c.ClientID != "" && c.ClientID != id {
 		// RFC 7009 section 2.1: a client revokes only its own tokens.
-		return requestError(ErrInvalidClient, http.StatusBadRequest, "unauthorized_client", "token issued to another client")
+		return OAuthError("unauthorized_client", "token issued to another client")
 	}
 	return e.Verifier.revokeAuthentic(r.Context(), c)
 }

@@ -3,10 +3,12 @@ package jtiguard_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,7 +31,7 @@ func TestBearerToken(t *testing.T) {
 		{name: "scheme in any case", headers: []string{"bEaReR abc.def.ghi"}, want: "abc.def.ghi"},
 		{name: "b64token padding", headers: []string{"Bearer abc+/=="}, want: "abc+/=="},
 		{name: "two headers", headers: []string{"Bearer a", "Bearer b"}, bad: true},
-		{name: "basic", headers: []string{"Basic dXNlcjpwYXNz"}, bad: true},
+		{name: "basic: no bearer credentials", headers: []string{"Basic dXNlcjpwYXNz"}},
 		{name: "no token", headers: []string{"Bearer "}, bad: true},
 		{name: "bearer alone", headers: []string{"Bearer"}, bad: true},
 		{name: "space inside", headers: []string{"Bearer abc def"}, bad: true},
@@ -325,4 +327,215 @@ func TestFormBodyCap(t *testing.T) {
 	// FormValue caps the body on its own too, outside Consume.
 	assert.Equal(t, "v", jtiguard.FormValue("f")(postForm(padded(url.Values{"f": {"v"}}, jtiguard.MaxFormBytes))))
 	assert.Empty(t, jtiguard.FormValue("f")(postForm(padded(url.Values{"f": {"v"}}, jtiguard.MaxFormBytes+1))))
+}
+
+// checkCounter is the fixture's MemoryStore with its Check calls counted:
+// how many store reads a request costs.
+type checkCounter struct {
+	*jtiguard.MemoryStore
+	checks atomic.Int64
+}
+
+func (c *checkCounter) Check(ctx context.Context, t jtiguard.TokenRef) (jtiguard.Status, error) {
+	c.checks.Add(1)
+	return c.MemoryStore.Check(ctx, t)
+}
+
+// TestGuardComposes: Authenticate on a router and Require on a route verify
+// the token once; Optional routes serve anonymous requests but never a bad
+// token; Extract and OnError replace the defaults; NewContext feeds
+// handlers in tests and is never taken for a verified token.
+func TestGuardComposes(t *testing.T) {
+	f := newFixture(t)
+	counter := &checkCounter{MemoryStore: f.store}
+	ver, err := jtiguard.NewVerifier(f.keys, jtiguard.VerifierConfig{Issuer: testIssuer, Audience: testAudience, Store: counter, Now: f.clock.Now, Logger: quiet})
+	require.NoError(t, err)
+	t.Cleanup(ver.Close)
+	g := jtiguard.NewGuard(ver, jtiguard.GuardConfig{})
+	tok, _ := f.access(t) // scope "read write"
+	whoami := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, ok := jtiguard.ClaimsFrom(r.Context()); ok {
+			_, _ = w.Write([]byte(c.Subject))
+			return
+		}
+		_, _ = w.Write([]byte("anonymous"))
+	})
+	get := func(auth string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		if auth != "" {
+			r.Header.Set("Authorization", auth)
+		}
+		return r
+	}
+	body := func(h http.Handler, r *http.Request) (int, string) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		return rec.Code, rec.Body.String()
+	}
+
+	t.Run("verified once per request", func(t *testing.T) {
+		chain := g.Authenticate(g.Require(jtiguard.Requirement{Scopes: []string{"write"}})(whoami))
+		before := counter.checks.Load()
+		code, got := body(chain, get("Bearer "+tok))
+		assert.Equal(t, http.StatusOK, code)
+		assert.Equal(t, "alice", got)
+		assert.EqualValues(t, 1, counter.checks.Load()-before, "one store read for the whole chain")
+
+		code, _ = body(g.Authenticate(g.Require(jtiguard.Requirement{Scopes: []string{"admin"}})(whoami)), get("Bearer "+tok))
+		assert.Equal(t, http.StatusForbidden, code, "the route's requirement still applies to claims verified earlier")
+
+		// Another verifier (say, another audience) verifies for itself.
+		other := jtiguard.NewGuard(f.ver, jtiguard.GuardConfig{})
+		before = counter.checks.Load()
+		code, _ = body(other.Authenticate(g.Authenticate(whoami)), get("Bearer "+tok))
+		assert.Equal(t, http.StatusOK, code)
+		assert.EqualValues(t, 1, counter.checks.Load()-before, "g read its store itself")
+	})
+
+	t.Run("optional", func(t *testing.T) {
+		code, got := body(g.Optional(whoami), get(""))
+		assert.Equal(t, http.StatusOK, code)
+		assert.Equal(t, "anonymous", got)
+		code, got = body(g.Optional(whoami), get("Bearer "+tok))
+		assert.Equal(t, http.StatusOK, code)
+		assert.Equal(t, "alice", got)
+		code, _ = body(g.Optional(whoami), get("Bearer "+tok+"x"))
+		assert.Equal(t, http.StatusUnauthorized, code, "a bad token is refused, not ignored")
+	})
+
+	t.Run("no credentials: a bare challenge, no error code", func(t *testing.T) {
+		for _, auth := range []string{"", "Basic dXNlcjpwYXNz"} {
+			rec := httptest.NewRecorder()
+			g.Authenticate(whoami).ServeHTTP(rec, get(auth))
+			assert.Equal(t, http.StatusUnauthorized, rec.Code, auth)
+			assert.Equal(t, "Bearer", rec.Header().Get("WWW-Authenticate"), auth)
+			assert.Empty(t, rec.Body.String(), "RFC 6750 section 3.1: no error information")
+		}
+	})
+
+	t.Run("extract and on error", func(t *testing.T) {
+		var refused []error
+		custom := jtiguard.NewGuard(ver, jtiguard.GuardConfig{
+			Extract: func(r *http.Request) (string, error) { return r.Header.Get("X-Token"), nil },
+			OnError: func(w http.ResponseWriter, r *http.Request, err error) {
+				refused = append(refused, err)
+				http.Error(w, "go away", http.StatusTeapot)
+			},
+		})
+		r := get("Bearer " + tok) // not where this guard looks
+		code, _ := body(custom.Authenticate(whoami), r)
+		assert.Equal(t, http.StatusTeapot, code)
+		r.Header.Set("X-Token", tok)
+		code, got := body(custom.Authenticate(whoami), r)
+		assert.Equal(t, http.StatusOK, code)
+		assert.Equal(t, "alice", got)
+		r.Header.Set("X-Token", tok+"x")
+		code, _ = body(custom.Authenticate(whoami), r)
+		assert.Equal(t, http.StatusTeapot, code)
+		require.Len(t, refused, 2)
+		assert.NoError(t, refused[0], "no credentials")
+		assert.ErrorIs(t, refused[1], jtiguard.ErrInvalidToken)
+	})
+
+	t.Run("new context", func(t *testing.T) {
+		injected := &jtiguard.Claims{Subject: "mallory"}
+		r := get("").WithContext(jtiguard.NewContext(context.Background(), injected))
+		_, got := body(whoami, r)
+		assert.Equal(t, "mallory", got, "handlers read injected claims")
+		code, _ := body(g.Authenticate(whoami), r)
+		assert.Equal(t, http.StatusUnauthorized, code, "a Guard never takes them for a verified token")
+	})
+}
+
+func TestOAuthError(t *testing.T) {
+	for _, tc := range []struct {
+		code   string
+		status int
+		kind   error
+	}{
+		{"invalid_request", 400, jtiguard.ErrInvalidRequest},
+		{"invalid_client", 401, jtiguard.ErrInvalidClient},
+		{"invalid_grant", 400, jtiguard.ErrInvalidGrant},
+		{"unauthorized_client", 400, jtiguard.ErrUnauthorizedClient},
+		{"unsupported_grant_type", 400, jtiguard.ErrUnsupportedGrantType},
+		{"invalid_scope", 400, jtiguard.ErrInvalidScope},
+		{"made_up", 400, jtiguard.ErrInvalidRequest},
+	} {
+		t.Run(tc.code, func(t *testing.T) {
+			err := jtiguard.OAuthError(tc.code, "why")
+			assert.ErrorIs(t, err, tc.kind)
+			assert.NotErrorIs(t, err, jtiguard.ErrInvalidToken)
+			rec := httptest.NewRecorder()
+			jtiguard.WriteTokenError(rec, "api", err)
+			assert.Equal(t, tc.status, rec.Code)
+			assert.Equal(t, "no-store", rec.Header().Get("Cache-Control"))
+			var body map[string]string
+			require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &body))
+			if tc.code == "made_up" {
+				assert.Equal(t, "invalid_request", body["error"])
+			} else {
+				assert.Equal(t, tc.code, body["error"])
+			}
+			assert.Equal(t, "why", body["error_description"])
+		})
+	}
+	rec := httptest.NewRecorder()
+	jtiguard.WriteTokenError(rec, "", errors.New("database password is hunter2"))
+	assert.Equal(t, http.StatusInternalServerError, rec.Code)
+	assert.NotContains(t, rec.Body.String(), "hunter2")
+}
+
+func TestClientCredentialsGrant(t *testing.T) {
+	sf := newSessions(t, jtiguard.SessionConfig{})
+	clients := func(_ context.Context, id, secret string) bool { return id == "batch" && secret == "s" }
+	e := &jtiguard.TokenEndpoint{Sessions: sf.sess, Clients: clients,
+		ClientCredentials: func(_ context.Context, id, scope string) (jtiguard.Claims, error) {
+			switch scope {
+			case "", "reports":
+				return jtiguard.Claims{Scope: "reports"}, nil
+			case "admin":
+				return jtiguard.Claims{}, jtiguard.OAuthError("invalid_scope", "admin is not for machines")
+			}
+			return jtiguard.Claims{}, errors.New("nope")
+		}}
+	post := func(form url.Values) *httptest.ResponseRecorder {
+		r := postForm(form.Encode())
+		r.SetBasicAuth("batch", "s")
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, r)
+		return rec
+	}
+	rec := post(url.Values{"grant_type": {"client_credentials"}, "scope": {"reports"}})
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	var body map[string]any
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &body))
+	assert.NotContains(t, body, "refresh_token", "RFC 6749 section 4.4.3: no refresh token")
+	assert.Equal(t, "reports", body["scope"])
+	assert.Equal(t, "no-store", rec.Header().Get("Cache-Control"))
+	c, err := sf.ver.Verify(context.Background(), body["access_token"].(string))
+	require.NoError(t, err)
+	assert.Equal(t, "batch", c.Subject)
+	assert.Equal(t, "batch", c.ClientID)
+	assert.Empty(t, c.Session, "no session family")
+
+	rec = post(url.Values{"grant_type": {"client_credentials"}, "scope": {"admin"}})
+	assert.Equal(t, http.StatusBadRequest, rec.Code)
+	assert.Contains(t, rec.Body.String(), `"invalid_scope"`)
+	rec = post(url.Values{"grant_type": {"client_credentials"}, "scope": {"other"}})
+	assert.Contains(t, rec.Body.String(), `"unauthorized_client"`)
+
+	e.ClientCredentials = nil
+	rec = post(url.Values{"grant_type": {"client_credentials"}})
+	assert.Contains(t, rec.Body.String(), `"unsupported_grant_type"`)
+
+	r := postForm(url.Values{"grant_type": {"client_credentials"}}.Encode())
+	r.SetBasicAuth("batch", "wrong")
+	rec = httptest.NewRecorder()
+	e.ServeHTTP(rec, r)
+	assert.Equal(t, http.StatusUnauthorized, rec.Code)
+}
+
+func TestVerifierPing(t *testing.T) {
+	f := newFixture(t)
+	assert.NoError(t, f.ver.Ping(context.Background()), "the memory store is always ready")
 }

@@ -318,6 +318,23 @@ func (s *Sessions) endPresented(ctx context.Context, token string) error {
 	return nil
 }
 
+// machine mints the access token of a client_credentials grant: no
+// session, no refresh token.
+func (s *Sessions) machine(c Claims, clientID string) (*TokenPair, error) {
+	if c.Subject == "" {
+		c.Subject = clientID
+	}
+	if len(c.Audience) == 0 {
+		c.Audience = s.cfg.Audience
+	}
+	c.ClientID = clientID
+	tok, claims, err := s.iss.Access(c)
+	if err != nil {
+		return nil, err
+	}
+	return &TokenPair{AccessToken: tok, Access: claims}, nil
+}
+
 // mintPair signs the access and refresh tokens of a family at generation
 // r.Generation, with refresh jti r.Next minted at r.At. The refresh token
 // is a function of those, so a repeated rotation (grace, retry) re-mints

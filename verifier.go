@@ -145,6 +145,28 @@ func (v *Verifier) Close() {
 // Store returns the store the Verifier checks.
 func (v *Verifier) Store() Store { return v.cfg.Store }
 
+// Pinger is a Store that can tell whether it can answer now, for readiness
+// probes. The Redis store is one; the MemoryStore needs none.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Ping reports whether the Verifier's store can answer now: nil, or an
+// *Error with status 503 matching ErrStoreUnavailable and the store's
+// reason. A store that is not a Pinger is always ready. Serve it on a
+// readiness endpoint: a replica whose store cannot answer refuses every
+// token, so it should leave the load balancer's rotation.
+func (v *Verifier) Ping(ctx context.Context) error {
+	p, ok := v.cfg.Store.(Pinger)
+	if !ok {
+		return nil
+	}
+	if err := p.Ping(ctx); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
 // Verify checks an access token and returns its claims. A rejected token
 // yields an *Error with status 401 that matches ErrInvalidToken and the
 // specific reason (ErrExpired, ErrRevoked, ErrSessionEnded, ErrSuperseded,

@@ -313,3 +313,19 @@ func TestRevokeIDAcrossReplicas(t *testing.T) {
 	_, err = a.sess.Refresh(ctx, p.RefreshToken)
 	require.ErrorIs(t, err, jtiguard.ErrRevoked)
 }
+
+// TestPingForReadiness: Verifier.Ping answers 503 while Redis is down and
+// nil once it is back, for a readiness probe.
+func TestPingForReadiness(t *testing.T) {
+	srv := redistest.Start(t, "--save", "3600 1")
+	client := standaloneClient(t, srv.Addr())
+	r := newReplica(t, testKeys(t), newStore(t, client, -1))
+	ctx := context.Background()
+	require.NoError(t, r.ver.Ping(ctx))
+	require.NoError(t, client.Save(ctx).Err())
+	srv.Stop()
+	err := r.ver.Ping(ctx)
+	require.ErrorIs(t, err, jtiguard.ErrStoreUnavailable)
+	srv.Restart()
+	require.Eventually(t, func() bool { return r.ver.Ping(ctx) == nil }, 10*time.Second, 20*time.Millisecond)
+}

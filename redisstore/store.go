@@ -147,6 +147,7 @@ type Store struct {
 var (
 	_ jtiguard.Store        = (*Store)(nil)
 	_ jtiguard.SessionStore = (*Store)(nil)
+	_ jtiguard.Pinger       = (*Store)(nil)
 )
 
 // buckets spread the subjects over the cluster's slots.
@@ -330,6 +331,17 @@ func (s *Store) watch() {
 			cancel()
 		}
 	}
+}
+
+// Ping implements jtiguard.Pinger: nil when every primary answers and the
+// store is fit for use (clock skew within bounds, no evicting policy).
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.fit(); err != nil {
+		return err
+	}
+	return s.forEachPrimary(ctx, func(ctx context.Context, c *redis.Client) error {
+		return wrap("ping", c.Ping(ctx).Err())
+	})
 }
 
 // fit returns why the store cannot be used now, if it cannot.
