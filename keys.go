@@ -51,7 +51,9 @@ type Key struct {
 	verify any // ed25519.PublicKey, *ecdsa.PublicKey, *rsa.PublicKey or []byte
 }
 
-// NewKey pins key material to kid and alg. material is one of
+// NewKey pins key material to kid and alg. An empty kid names the key by
+// its RFC 7638 JWK thumbprint, the same on every machine that loads the key.
+// material is one of
 // ed25519.PrivateKey or ed25519.PublicKey (EdDSA), *ecdsa.PrivateKey or
 // *ecdsa.PublicKey on P-256 (ES256), *rsa.PrivateKey or *rsa.PublicKey of at
 // least 2048 bits (RS256), or a []byte secret of at least 32 bytes (HS256).
@@ -59,8 +61,10 @@ type Key struct {
 // key. Material of the wrong type for alg matches ErrInvalidKey; weak
 // material matches ErrWeakKey.
 func NewKey(kid, alg string, material any) (*Key, error) {
-	if err := checkKID(kid); err != nil {
-		return nil, err
+	if kid != "" {
+		if err := checkKID(kid); err != nil {
+			return nil, err
+		}
 	}
 	k := &Key{kid: kid, alg: alg}
 	switch alg {
@@ -107,19 +111,25 @@ func NewKey(kid, alg string, material any) (*Key, error) {
 	case RS256:
 		k.method = jwt.SigningMethodRS256
 		var pub *rsa.PublicKey
+		var priv *rsa.PrivateKey
 		switch m := material.(type) {
 		case *rsa.PrivateKey:
-			if err := m.Validate(); err != nil {
-				return nil, keyErr(ErrInvalidKey, kid, "RSA private key does not validate")
-			}
-			pub, k.sign = &m.PublicKey, m
+			pub, priv = &m.PublicKey, m
 		case *rsa.PublicKey:
 			pub = m
 		default:
 			return nil, keyErr(ErrInvalidKey, kid, fmt.Sprintf("RS256 needs an RSA key, not %T", material))
 		}
+		// The public checks first, so that a small key is reported as weak
+		// rather than as one that does not validate.
 		if err := checkRSA(kid, pub); err != nil {
 			return nil, err
+		}
+		if priv != nil {
+			if err := priv.Validate(); err != nil {
+				return nil, keyErr(ErrInvalidKey, kid, "RSA private key does not validate")
+			}
+			k.sign = priv
 		}
 		k.verify = pub
 	case HS256:
@@ -136,11 +146,15 @@ func NewKey(kid, alg string, material any) (*Key, error) {
 	default:
 		return nil, keyErr(ErrUnsupportedAlgorithm, kid, fmt.Sprintf("%q", alg))
 	}
+	if k.kid == "" {
+		k.kid = k.thumbprint()
+	}
 	return k, nil
 }
 
 // GenerateKey returns a fresh signing key for alg (EdDSA, ES256, RS256 with
-// 2048 bits, or HS256 with a 32-byte secret).
+// 2048 bits, or HS256 with a 32-byte secret). An empty kid names it by its
+// RFC 7638 thumbprint.
 func GenerateKey(kid, alg string) (*Key, error) {
 	var material any
 	var err error
@@ -274,7 +288,9 @@ func keyErr(kind error, kid, detail string) error {
 // tokens signed by the previous one. A set never mixes HMAC secrets with
 // asymmetric keys (that mix is what algorithm-confusion attacks exploit),
 // and never holds two keys with one kid. It is safe for concurrent use:
-// readers see a consistent snapshot and never wait for writers.
+// readers see a consistent snapshot and never wait for writers. A KeyDir
+// keeps a set equal to a directory of key files, for replicas that rotate
+// together.
 type KeySet struct {
 	mu      sync.Mutex // serializes writers
 	ring    atomic.Pointer[keyring]
@@ -379,6 +395,52 @@ func (s *KeySet) Retire(kid string) error {
 	s.ring.Store(next)
 	s.retired.Add(1)
 	return nil
+}
+
+// replace swaps the whole content of the set for keys, with signer (one of
+// keys, or nil) as the active signer, in one step: readers see the old set
+// or the new one, never a mix. It refuses what NewKeySet refuses, an empty
+// set, and a set without a signer in place of one that had a signer. A key
+// that leaves the set, or whose kid now names another *Key, counts as a
+// retirement, so verified-token caches flush as they do after Retire; keys
+// kept as the same *Key keep their cached tokens. It reports whether the set
+// changed.
+func (s *KeySet) replace(keys []*Key, signer *Key) (bool, error) {
+	next := &keyring{byKID: make(map[string]*Key, len(keys))}
+	for _, k := range keys {
+		if err := next.add(k); err != nil {
+			return false, err
+		}
+	}
+	if len(next.order) == 0 {
+		return false, keyErr(ErrInvalidKey, "", "a key set cannot become empty")
+	}
+	if signer != nil {
+		if next.byKID[signer.kid] != signer || !signer.CanSign() {
+			return false, keyErr(ErrInvalidKey, signer.kid, "the signer must be a signing key of the set")
+		}
+		next.signer = signer
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.ring.Load()
+	if cur.signer != nil && next.signer == nil {
+		return false, keyErr(ErrInvalidKey, cur.signer.kid, "the set would lose its signer: rotate to another key first")
+	}
+	retired := false
+	for kid, k := range cur.byKID {
+		if next.byKID[kid] != k {
+			retired = true
+		}
+	}
+	if !retired && next.signer == cur.signer && slices.Equal(next.order, cur.order) {
+		return false, nil
+	}
+	s.ring.Store(next)
+	if retired {
+		s.retired.Add(1)
+	}
+	return true, nil
 }
 
 // Signer returns the active signing key, or nil if the set can only verify.

@@ -37,7 +37,7 @@ func run(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("passwordflow", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
 	redisAddr := fs.String("redis", "", "Redis address (host:port); empty: the in-memory store")
-	keyFile := fs.String("key-file", "passwordflow-key.pem", "Ed25519 private key (PEM); created if missing, share it between replicas")
+	keyFile := fs.String("key-file", "passwordflow-key.pem", "signing key (PEM or JWK); an Ed25519 key is created if missing; share it between replicas")
 	users := fs.String("users", "alice:secret", "comma-separated user:password pairs")
 	client := fs.String("client", "demo-client:demo-secret", "the OAuth client, id:secret")
 	mfaCode := fs.String("mfa-code", "123456", "the demo second factor")

@@ -2,18 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -32,7 +25,7 @@ type Config struct {
 	MFACode      string
 	AccessTTL    time.Duration
 	RefreshGrace time.Duration
-	KeyFile      string // Ed25519 private key (PEM, PKCS #8); created if missing
+	KeyFile      string // the signing key (PEM or JWK); an Ed25519 key is created if missing
 	RedisAddr    string // empty: the in-memory store
 	Logger       *slog.Logger
 }
@@ -304,58 +297,24 @@ func (s *Server) logoutAll(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"status": "logged out", "sessions": n})
 }
 
-// loadOrCreateKey reads the Ed25519 key in path, creating it first if it
-// does not exist, so that replicas started with one file share one key.
-// The kid is derived from the public key, so it is the same everywhere.
+// loadOrCreateKey reads the key in path (PEM or JWK), creating an Ed25519
+// key there first if the file does not exist, so that replicas started with
+// one file share one key. Its kid is its RFC 7638 thumbprint, the same
+// everywhere.
 func loadOrCreateKey(path string) (*jtiguard.Key, error) {
-	var priv ed25519.PrivateKey
-	data, err := os.ReadFile(path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		_, priv, err = ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		der, err := x509.MarshalPKCS8PrivateKey(priv)
-		if err != nil {
-			return nil, err
-		}
-		// Write a temporary file, then link it into place: the link fails
-		// if another replica got there first, and nobody ever reads a
-		// half-written key.
-		tmp, err := os.CreateTemp(filepath.Dir(path), ".key-*")
-		if err != nil {
-			return nil, err
-		}
-		defer os.Remove(tmp.Name())
-		if err := pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-			tmp.Close()
-			return nil, err
-		}
-		if err := tmp.Close(); err != nil {
-			return nil, err
-		}
-		if err := os.Link(tmp.Name(), path); errors.Is(err, os.ErrExist) {
-			return loadOrCreateKey(path) // another replica wrote it first
-		} else if err != nil {
-			return nil, err
-		}
-	case err != nil:
-		return nil, err
-	default:
-		block, _ := pem.Decode(data)
-		if block == nil || block.Type != "PRIVATE KEY" {
-			return nil, fmt.Errorf("%s: not a PEM private key", path)
-		}
-		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		var ok bool
-		if priv, ok = k.(ed25519.PrivateKey); !ok {
-			return nil, fmt.Errorf("%s: not an Ed25519 key", path)
-		}
+	key, err := jtiguard.ReadKeyFile(path)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return key, err
 	}
-	sum := sha256.Sum256(priv.Public().(ed25519.PublicKey))
-	return jtiguard.NewKey("ed-"+base64.RawURLEncoding.EncodeToString(sum[:9]), jtiguard.EdDSA, priv)
+	if key, err = jtiguard.GenerateKey("", jtiguard.EdDSA); err != nil {
+		return nil, err
+	}
+	// WriteKeyFile never replaces a file: if another replica got there
+	// first, use its key.
+	if err := jtiguard.WriteKeyFile(path, key); errors.Is(err, fs.ErrExist) {
+		return jtiguard.ReadKeyFile(path)
+	} else if err != nil {
+		return nil, err
+	}
+	return key, nil
 }
