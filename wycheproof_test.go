@@ -16,16 +16,15 @@ import (
 	"github.com/jtiguard/jtiguard"
 )
 
-// The Wycheproof vectors live in the shared corpus beside the repository.
-const corpusDir = "../shared/corpus/wycheproof"
+// The Wycheproof vectors ship with the repository, with their license and
+// source (testdata/wycheproof/README.md). A missing file fails the test: it
+// never skips, so no clone or CI run passes without them.
+const vectorsDir = "testdata/wycheproof"
 
 func loadVectors(t *testing.T, name string, v any) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(corpusDir, name))
-	if os.IsNotExist(err) {
-		t.Skipf("Wycheproof corpus not found at %s: skipping", corpusDir)
-	}
-	require.NoError(t, err)
+	data, err := os.ReadFile(filepath.Join(vectorsDir, name))
+	require.NoError(t, err, "Wycheproof vectors: %s must be in the repository", name)
 	require.NoError(t, json.Unmarshal(data, v))
 }
 
@@ -43,8 +42,8 @@ type jwsVectors struct {
 	} `json:"testGroups"`
 }
 
-// Vectors the corpus README lists as defective, with the result a strict,
-// key-pinned verifier must give.
+// Vectors testdata/wycheproof/README.md lists as defective, with the result a
+// strict, key-pinned verifier must give.
 var jwsCorrected = map[int]string{
 	367: "valid",   // byte-identical to valid tcId 357
 	370: "valid",   // byte-identical to valid tcId 357

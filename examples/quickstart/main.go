@@ -1,6 +1,7 @@
 // Command quickstart walks through jtiguard's core: it issues an access
 // token, verifies it, revokes it, and uses a one-time token twice.
-// Until the example token server exists, `make run` runs this.
+// `make run-quickstart` runs it; `make run` runs the token server,
+// examples/passwordflow.
 package main
 
 import (
