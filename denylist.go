@@ -70,10 +70,11 @@ func (v *Verifier) RevokeID(ctx context.Context, id JTI, subject string, exp tim
 }
 
 func (v *Verifier) revoke(ctx context.Context, c *Claims) error {
-	if !v.cfg.Now().Before(c.ExpiresAt) {
-		return nil
+	ref := v.ref(c)
+	if !v.cfg.Now().Before(ref.ExpiresAt) {
+		return nil // no verifier within the leeway accepts it any more
 	}
-	if err := v.cfg.Store.Revoke(ctx, v.ref(c)); err != nil {
+	if err := v.cfg.Store.Revoke(ctx, ref); err != nil {
 		return v.settle(ctx, c, Live, err)
 	}
 	return nil

@@ -53,6 +53,18 @@ type MemoryStore struct {
 
 	subMu    sync.Mutex
 	subjects map[string]map[JTI]struct{} // subject -> its families, for EndSubject
+
+	// ended lists families swept away whose index entries are still to go:
+	// a sweep holds a shard's lock, and the index's lock comes first, so
+	// the entries go at the next Begin, EndSubject or Sweep. endedMu is
+	// taken last and alone.
+	endedMu sync.Mutex
+	ended   []memFamilyRef
+}
+
+type memFamilyRef struct {
+	sid     JTI
+	subject string
 }
 
 // memEntry is 16 bytes, so a map slot with its 16-byte key is 32.
@@ -327,6 +339,7 @@ func (s *MemoryStore) Begin(ctx context.Context, f Family) error {
 func (s *MemoryStore) tryBegin(sid JTI, mf memFamily, now uint32) (full bool, err error) {
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
+	s.unindexEnded()
 	fams := s.subjects[mf.subject]
 	s.prune(fams)
 	sh := s.shard(sid)
@@ -443,6 +456,7 @@ func (s *MemoryStore) EndSubject(ctx context.Context, subject string) (int, erro
 	}
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
+	s.unindexEnded()
 	now := s.clock(s.now())
 	n := 0
 	for sid := range s.subjects[subject] {
@@ -498,11 +512,18 @@ func (s *MemoryStore) sweepLocked(sh *memShard, now uint32) {
 			dropped++
 		}
 	}
+	var ended []memFamilyRef
 	for sid, f := range sh.fam {
 		if f.end() <= now {
-			delete(sh.fam, sid) // its index entry goes at the subject's next Begin
+			delete(sh.fam, sid)
+			ended = append(ended, memFamilyRef{sid, f.subject})
 			dropped++
 		}
+	}
+	if len(ended) > 0 {
+		s.endedMu.Lock()
+		s.ended = append(s.ended, ended...)
+		s.endedMu.Unlock()
 	}
 	s.count.Add(int64(-dropped))
 	if n := len(sh.m) + len(sh.fam); sh.peak > 64 && n < sh.peak/4 {
@@ -530,9 +551,9 @@ func (s *MemoryStore) Sweep() int {
 		sh.nextSweep = now + sweepInterval
 		sh.mu.Unlock()
 	}
-	// The subject index forgets ended families here and at each Begin of
-	// their subject.
+	// The subject index forgets ended families here and at each Begin.
 	s.subMu.Lock()
+	s.unindexEnded()
 	for subject, fams := range s.subjects {
 		if s.prune(fams); len(fams) == 0 {
 			delete(s.subjects, subject)
@@ -540,6 +561,23 @@ func (s *MemoryStore) Sweep() int {
 	}
 	s.subMu.Unlock()
 	return s.Len()
+}
+
+// unindexEnded drops the index entries of families swept away. The caller
+// holds subMu.
+func (s *MemoryStore) unindexEnded() {
+	s.endedMu.Lock()
+	ended := s.ended
+	s.ended = nil
+	s.endedMu.Unlock()
+	for _, f := range ended {
+		if fams := s.subjects[f.subject]; fams != nil {
+			delete(fams, f.sid)
+			if len(fams) == 0 {
+				delete(s.subjects, f.subject)
+			}
+		}
+	}
 }
 
 // prune drops from a subject's index the families that have ended. The

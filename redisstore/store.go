@@ -25,15 +25,17 @@
 // replication is asynchronous: a failover may still promote a replica that
 // did not confirm, which is why detection stays on.
 //
-// Clocks. Tokens carry iat from the issuing process's clock, and the loss
-// markers come from the server's clock. The store measures this process's
-// skew against every primary at New and every second after, and fails
-// closed (ErrClockSkew) while it exceeds MaxClockSkew; a marker written
-// after a loss lies MaxClockSkew after the server's time, so no token
-// issued before the loss by a process within the bound gets past it,
-// whatever the sub-second timing. Run every process that issues or
-// verifies tokens for one store with its clock within MaxClockSkew of the
-// servers' (NTP does far better).
+// Clocks. Tokens carry iat from the issuing process's clock. The store
+// measures this process's skew against every primary at New and every
+// second after, and fails closed (ErrClockSkew) while it exceeds
+// MaxClockSkew; a marker written after a loss refuses tokens of no session
+// with an iat up to twice MaxClockSkew ahead of the writer's clock, so no
+// token issued before the loss by a process within the bound gets past it,
+// whatever the sub-second timing. Families need no clock: each lives only
+// under the marker generation it was begun in. Run every process that
+// issues or verifies tokens for one store with its clock within
+// MaxClockSkew of the servers' (NTP does far better). The argument is in
+// docs/faults.md.
 //
 // Eviction. A maxmemory-policy other than noeviction could drop a
 // revocation or a used mark; New refuses such a server (ErrConfig) and the
@@ -47,6 +49,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -87,9 +90,10 @@ type Config struct {
 	CacheSize int
 	// MaxClockSkew bounds how far this process's clock (Now) may be from
 	// each Redis primary's; beyond it every call fails closed with
-	// ErrClockSkew. It is also how long after a data loss tokens of no
-	// session stay refused, and how long New waits when it starts the
-	// store's memory. Default DefaultMaxClockSkew (5 s); at least 1 ms.
+	// ErrClockSkew. After a data loss, tokens of no session issued within
+	// twice this bound are refused, and New, when it starts a bucket's
+	// memory (a fresh prefix), waits that long (plus up to a second).
+	// Default DefaultMaxClockSkew (5 s); at least 1 ms.
 	MaxClockSkew time.Duration
 	// Now is this process's clock, the one its Issuer sets iat with;
 	// default time.Now.
@@ -133,13 +137,13 @@ type Store struct {
 	replicas int
 	waitFor  time.Duration
 
-	// seen holds, per bucket, the highest marker generation and write
-	// sequence this process has seen (g<<48 | q), to notice a rollback.
-	seen [buckets]atomic.Uint64
+	// seen holds, per bucket, the latest of its history this process has
+	// seen, to notice a rollback.
+	seen [buckets]atomic.Pointer[history]
 	// health is nil while the servers are fit for use, else why not
 	// (clock skew, an evicting policy).
 	health  atomic.Pointer[error]
-	marking sync.Mutex // held while lost markers are written
+	marking sync.Mutex // held while a marker write found needed runs
 	stop    chan struct{}
 	wg      sync.WaitGroup
 }
@@ -287,15 +291,11 @@ func (s *Store) forEachPrimary(ctx context.Context, fn func(context.Context, *re
 // reads each one's eviction policy, and records the verdict in health.
 func (s *Store) checkServers(ctx context.Context) error {
 	err := s.forEachPrimary(ctx, func(ctx context.Context, c *redis.Client) error {
-		t0 := s.now()
-		server, err := c.Time(ctx).Result()
-		t1 := s.now()
+		off, err := s.offset(ctx, c)
 		if err != nil {
-			return wrap("reading server time", err)
+			return err
 		}
-		// The server read its clock between t0 and t1 of ours.
-		off := t0.Add(t1.Sub(t0) / 2).Sub(server)
-		if off.Abs()+t1.Sub(t0)/2 > s.skew {
+		if off.Abs() > s.skew {
 			return fmt.Errorf("%w: this clock is %v from %s's (bound %v)", ErrClockSkew, off.Round(time.Millisecond), c.Options().Addr, s.skew)
 		}
 		info, err := c.Info(ctx, "memory").Result()
@@ -315,6 +315,26 @@ func (s *Store) checkServers(ctx context.Context) error {
 		s.health.Store(nil)
 	}
 	return err // a server that does not answer is each call's to report
+}
+
+// offset estimates this clock minus the server's: the midpoint of our two
+// readings around its TIME, from the fastest of three exchanges, so that a
+// loaded machine's slow replies shift the estimate by little (at most half
+// the fastest round trip).
+func (s *Store) offset(ctx context.Context, c *redis.Client) (time.Duration, error) {
+	var best, rtt time.Duration
+	for i := range 3 {
+		t0 := s.now()
+		server, err := c.Time(ctx).Result()
+		t1 := s.now()
+		if err != nil {
+			return 0, wrap("reading server time", err)
+		}
+		if d := t1.Sub(t0); i == 0 || d < rtt {
+			best, rtt = t0.Add(d/2).Sub(server), d
+		}
+	}
+	return best, nil
 }
 
 // watch re-checks the servers every healthEvery until Close.
@@ -361,21 +381,50 @@ func infoField(info, name string) string {
 	return ""
 }
 
-// mark writes every missing marker and returns the latest m it wrote
-// (Unix ms; 0 if none).
+// mark writes every missing marker, in one pipeline, and returns the
+// latest m it wrote (Unix ms; 0 if none). A marker's m lies twice
+// MaxClockSkew ahead of this clock: every process is within MaxClockSkew of
+// every server it uses, so a token issued before now by any of them has
+// an iat before m (docs/faults.md). Markers need no WAIT: a marker lost in
+// a failover is a missing marker, which fails closed.
 func (s *Store) mark(ctx context.Context) (int64, error) {
-	var until int64
+	m := s.now().Add(2 * s.skew).UnixMilli()
+	pipe := s.c.Pipeline()
+	cmds := make([]*redis.Cmd, buckets)
 	for b := range buckets {
-		res, err := s.write(ctx, markScript, []string{s.tag(byte(b)) + ":e"}, s.skew.Milliseconds(), "")
+		cmds[b] = markScript.EvalSha(ctx, pipe, []string{s.tag(byte(b)) + ":e"}, m, "", s.gmin(byte(b)))
+	}
+	_, _ = pipe.Exec(ctx) // errors are per command
+	var until int64
+	for b, cmd := range cmds {
+		res, err := cmd.Result()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// The server lost its scripts with its data: EVAL loads it.
+			res, err = markScript.Run(ctx, s.c, []string{s.tag(byte(b)) + ":e"}, m, "", s.gmin(byte(b))).Result()
+		}
 		if err != nil {
 			return 0, wrap("writing loss markers", err)
 		}
 		if vals, _ := res.([]any); len(vals) == 2 && vals[0] == int64(1) {
-			m, _ := vals[1].(int64)
+			s.seen[b].Store(nil) // a new history: adopt it at the next reply
 			until = max(until, m)
 		}
 	}
 	return until, nil
+}
+
+// gmin is the least generation a marker of bucket b written now must have:
+// above any this process has seen, and no less than this clock's Unix
+// milliseconds, so that a marker written after a loss by a process that
+// never saw the old one still comes after it for everyone who did (a
+// process whose clock lags may take a newer marker for an older one: that
+// costs one more rewrite, never a pass).
+func (s *Store) gmin(b byte) int64 {
+	least := s.now().UnixMilli()
+	if v := s.seen[b].Load(); v != nil {
+		least = max(least, v.g+1)
+	}
+	return least
 }
 
 // Close stops the Store's goroutines and releases its cache. It does not
@@ -447,17 +496,22 @@ func (s *Store) Check(ctx context.Context, t jtiguard.TokenRef) (jtiguard.Status
 	}
 	b, keys := s.tokenKeys(t)
 	before := s.seen[b].Load()
-	vals, err := s.batch.check(ctx, keys, []any{strconv.FormatUint(t.Generation, 10), strconv.FormatInt(t.IssuedAt.Unix(), 10)})
+	vals, err := s.batch.check(ctx, keys, []any{before.seenQ(), "", strconv.FormatUint(t.Generation, 10), strconv.FormatInt(t.IssuedAt.Unix(), 10)})
 	if err != nil {
 		return 0, wrap("check", err)
 	}
-	st, err := status(s.settle(ctx, b, before, vals))
+	st, err := status(s.settle(b, before, vals))
 	if err != nil {
 		return 0, wrap("check", err)
 	}
 	s.remember(t, st)
 	return st, nil
 }
+
+// keep is how long the store keeps a token's entry: past its expiry (the
+// Verifier's ref adds the leeway) by MaxClockSkew more, since Redis expires
+// it by its own clock, which may be that far ahead of the verifiers'.
+func (s *Store) keep(t jtiguard.TokenRef) int64 { return t.ExpiresAt.Add(s.skew).UnixMilli() }
 
 // Consume implements jtiguard.Store: one round trip.
 func (s *Store) Consume(ctx context.Context, t jtiguard.TokenRef, nonce uint64) (jtiguard.Status, error) {
@@ -468,14 +522,9 @@ func (s *Store) Consume(ctx context.Context, t jtiguard.TokenRef, nonce uint64) 
 		return 0, err
 	}
 	b, keys := s.tokenKeys(t)
-	before := s.seen[b].Load()
-	res, err := s.write(ctx, consumeScript, keys, strconv.FormatUint(t.Generation, 10), strconv.FormatInt(t.IssuedAt.Unix(), 10),
-		strconv.FormatUint(nonce, 10), t.ExpiresAt.UnixMilli())
-	if err != nil {
-		return 0, wrap("consume", err)
-	}
-	vals, _ := res.([]any)
-	st, err := status(s.settle(ctx, b, before, vals))
+	_, first, lost, err := s.do(ctx, b, consumeScript, keys, strconv.FormatUint(t.Generation, 10), strconv.FormatInt(t.IssuedAt.Unix(), 10),
+		strconv.FormatUint(nonce, 10), s.keep(t))
+	st, err := status(first, lost, err)
 	if err != nil {
 		return 0, wrap("consume", err)
 	}
@@ -497,13 +546,7 @@ func (s *Store) Revoke(ctx context.Context, t jtiguard.TokenRef) error {
 		return err
 	}
 	b, keys := s.tokenKeys(t)
-	before := s.seen[b].Load()
-	res, err := s.write(ctx, revokeScript, keys[:2], t.ExpiresAt.UnixMilli())
-	if err != nil {
-		return wrap("revoke", err)
-	}
-	vals, _ := res.([]any)
-	_, _, err = s.settle(ctx, b, before, vals) // lost or not, the revocation is recorded
+	_, _, _, err := s.do(ctx, b, revokeScript, keys[:2], s.keep(t)) // lost or not, the revocation is recorded
 	return wrap("revoke", err)
 }
 
@@ -516,15 +559,10 @@ func (s *Store) Begin(ctx context.Context, f jtiguard.Family) error {
 	b := bucket(f.Subject)
 	tag := s.tag(b)
 	for try := 0; ; try++ {
-		before := s.seen[b].Load()
-		res, err := s.write(ctx, beginScript, []string{tag + ":f:" + f.ID.String(), s.indexKey(tag, f.Subject), tag + ":e"},
+		_, first, lost, err := s.do(ctx, b, beginScript, []string{tag + ":f:" + f.ID.String(), s.indexKey(tag, f.Subject), tag + ":e"},
 			strconv.FormatUint(f.Generation, 10), f.Refresh.String(), f.IdleTimeout.Milliseconds(), f.ExpiresAt.UnixMilli(),
 			f.Subject, tag, f.ID.String())
-		if err != nil {
-			return wrap("begin", err)
-		}
-		vals, _ := res.([]any)
-		st, err := status(s.settle(ctx, b, before, vals))
+		st, err := status(first, lost, err)
 		switch {
 		case err != nil:
 			return wrap("begin", err)
@@ -533,8 +571,11 @@ func (s *Store) Begin(ctx context.Context, f jtiguard.Family) error {
 		case try > 0:
 			return fmt.Errorf("redisstore: begin: the bucket's state was lost; try again: %w", jtiguard.ErrStoreUnavailable)
 		}
-		// The bucket had lost its data: settle wrote its marker anew, and a
-		// family begun now is vouched for.
+		// The bucket lost its data (or rolled back): with its marker
+		// written anew, a family begun now is vouched for.
+		if _, err := s.mark(ctx); err != nil {
+			return err
+		}
 	}
 }
 
@@ -557,22 +598,17 @@ func (s *Store) Rotate(ctx context.Context, r jtiguard.Rotation) (jtiguard.Rotat
 	}
 	b := bucket(r.Subject)
 	tag := s.tag(b)
-	before := s.seen[b].Load()
-	res, err := s.write(ctx, rotateScript, []string{tag + ":f:" + r.Session.String(), tag + ":j:" + presented, tag + ":e"},
+	vals, first, lost, err := s.do(ctx, b, rotateScript, []string{tag + ":f:" + r.Session.String(), tag + ":j:" + presented, tag + ":e"},
 		strconv.FormatUint(r.Generation, 10), presented, r.Next.String(), newGen,
 		strconv.FormatUint(r.Nonce, 10), r.Grace.Milliseconds(), r.Subject)
-	if err != nil {
-		return jtiguard.Rotated{}, wrap("rotate", err)
-	}
-	vals, _ := res.([]any)
-	if len(vals) != 8 {
-		return jtiguard.Rotated{}, fmt.Errorf("redisstore: rotate: unexpected reply %v", vals)
-	}
-	st, err := status(s.settle(ctx, b, before, vals[:3]))
+	st, err := status(first, lost, err)
 	if err != nil || st != jtiguard.Live {
 		return jtiguard.Rotated{Status: st}, wrap("rotate", err)
 	}
-	return parseRotated(vals[3:])
+	if len(vals) != headLen+5 {
+		return jtiguard.Rotated{}, fmt.Errorf("redisstore: rotate: unexpected reply %v", vals)
+	}
+	return parseRotated(vals[headLen:])
 }
 
 func parseRotated(vals []any) (jtiguard.Rotated, error) {
@@ -607,13 +643,7 @@ func (s *Store) End(ctx context.Context, subject string, sid jtiguard.JTI) error
 	}
 	b := bucket(subject)
 	tag := s.tag(b)
-	before := s.seen[b].Load()
-	res, err := s.write(ctx, endScript, []string{tag + ":f:" + sid.String(), s.indexKey(tag, subject), tag + ":e"}, sid.String(), subject)
-	if err != nil {
-		return wrap("end", err)
-	}
-	vals, _ := res.([]any)
-	_, _, err = s.settle(ctx, b, before, vals)
+	_, _, _, err := s.do(ctx, b, endScript, []string{tag + ":f:" + sid.String(), s.indexKey(tag, subject), tag + ":e"}, sid.String(), subject)
 	return wrap("end", err)
 }
 
@@ -625,47 +655,84 @@ func (s *Store) EndSubject(ctx context.Context, subject string) (int, error) {
 	}
 	b := bucket(subject)
 	tag := s.tag(b)
-	before := s.seen[b].Load()
-	res, err := s.write(ctx, endSubjectScript, []string{s.indexKey(tag, subject), tag + ":e"}, subject, tag)
-	if err != nil {
-		return 0, wrap("end subject", err)
-	}
-	vals, _ := res.([]any)
-	n, _, err := s.settle(ctx, b, before, vals)
+	_, n, _, err := s.do(ctx, b, endSubjectScript, []string{s.indexKey(tag, subject), tag + ":e"}, subject, tag)
 	if err != nil {
 		return 0, wrap("end subject", err)
 	}
 	return int(n), nil
 }
 
-// settle reads a script's {first, q, g} reply for bucket b, where before
-// is what this process had seen of b when it sent the script, and returns
-// first (a status, or a count). lost reports that the answer cannot be
-// trusted: the marker is missing (data lost) or the sequence is behind
-// what was seen before (a rollback); the marker is then written anew, so
-// that every token and family from before is refused.
-func (s *Store) settle(ctx context.Context, b byte, before uint64, vals []any) (first int64, lost bool, err error) {
-	if len(vals) < 3 {
+// history is what a process last saw of a bucket's history: the marker's
+// generation, the write sequence and that write's stamp.
+type history struct {
+	g, q int64
+	h    string
+}
+
+// seenQ is the q to send with a script (0: nothing seen).
+func (v *history) seenQ() int64 {
+	if v == nil {
+		return 0
+	}
+	return v.q
+}
+
+// headLen is the length of every script reply's head: first value, q read,
+// g, the stamp at the q the caller had seen, q after, the stamp at q after.
+const headLen = 6
+
+// do runs a writing script on bucket b, with this process's view of the
+// bucket's history and a fresh stamp in front of args, and settles the
+// reply's head.
+func (s *Store) do(ctx context.Context, b byte, sc *redis.Script, keys []string, args ...any) (vals []any, first int64, lost bool, err error) {
+	before := s.seen[b].Load()
+	res, err := s.write(ctx, sc, keys, append([]any{before.seenQ(), strconv.FormatUint(rand.Uint64(), 36)}, args...)...)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	vals, _ = res.([]any)
+	first, lost, err = s.settle(b, before, vals)
+	return vals, first, lost, err
+}
+
+// settle reads the head of a script's reply for bucket b, where before is
+// what this process had seen of b when it sent the script, and returns its
+// first value (a status, or a count). lost reports that the answer cannot
+// be trusted: the marker is missing (data lost), or the bucket's history
+// is not the one seen before (a rollback: its generation or sequence went
+// back, or the write at the sequence seen is another one). The marker is
+// then written anew, in the background, so that every token and family
+// from before is refused.
+func (s *Store) settle(b byte, before *history, vals []any) (first int64, lost bool, err error) {
+	if len(vals) < headLen {
 		return 0, false, fmt.Errorf("unexpected reply %v", vals)
 	}
 	first, ok1 := vals[0].(int64)
-	q, ok2 := vals[1].(int64)
+	qr, ok2 := vals[1].(int64)
 	g, ok3 := vals[2].(int64)
-	if !ok1 || !ok2 || !ok3 {
+	hs, ok4 := vals[3].(string)
+	qa, ok5 := vals[4].(int64)
+	ha, ok6 := vals[5].(string)
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 {
 		return 0, false, fmt.Errorf("unexpected reply %v", vals)
 	}
 	if g < 0 { // the marker is missing
-		s.lost(ctx)
+		s.background(func(ctx context.Context) { _, _ = s.mark(ctx) })
 		return first, true, nil
 	}
-	bq, bg := int64(before&(1<<48-1)), int64(before>>48)
-	if before != 0 && (g < bg || (g == bg && q < bq)) {
+	if before != nil && (g < before.g || (g == before.g && (qr < before.q || (hs != "" && hs != before.h)))) {
 		// Writes this process saw acknowledged are gone. The marker is
 		// rewritten unless another process already did (g moved on).
-		_, _ = s.write(ctx, markScript, []string{s.tag(b) + ":e"}, s.skew.Milliseconds(), strconv.FormatInt(g, 10))
+		expect, least := strconv.FormatInt(g, 10), max(g+1, s.gmin(b))
+		s.background(func(ctx context.Context) {
+			m := s.now().Add(2 * s.skew).UnixMilli()
+			if _, err := s.run(ctx, markScript, []string{s.tag(b) + ":e"}, m, expect, least); err == nil {
+				s.seen[b].Store(nil)
+			}
+		})
 		return first, true, nil
 	}
-	s.saw(b, q, g)
+	s.saw(b, &history{g: g, q: qa, h: ha})
 	return first, false, nil
 }
 
@@ -682,28 +749,43 @@ func status(first int64, lost bool, err error) (jtiguard.Status, error) {
 	return jtiguard.Status(first), nil
 }
 
-// saw records that bucket b was at (q, g), keeping the highest seen.
-func (s *Store) saw(b byte, q, g int64) {
-	v := uint64(g)<<48 | uint64(q)&(1<<48-1)
+// saw records v as seen of bucket b, keeping the latest.
+func (s *Store) saw(b byte, v *history) {
 	for {
 		old := s.seen[b].Load()
-		if old >= v || s.seen[b].CompareAndSwap(old, v) {
+		if old != nil && (old.g > v.g || (old.g == v.g && old.q >= v.q)) {
+			return
+		}
+		if s.seen[b].CompareAndSwap(old, v) {
 			return
 		}
 	}
 }
 
-// lost is called when a script found a bucket's marker missing: the data
-// was lost, and other buckets' markers with it (all of them, or one
-// node's in a cluster). Writing every missing one now dates the loss for
-// all at once; otherwise a token issued after the loss would be refused in
-// each bucket until that bucket's first check. Tokens issued between the
-// loss and MaxClockSkew after this moment are refused: failing closed.
-func (s *Store) lost(ctx context.Context) {
-	if s.marking.TryLock() { // one process-wide rewrite at a time
-		_, _ = s.mark(ctx) // best effort: the next detection retries
-		s.marking.Unlock()
+// background runs fix (a marker write found needed on a request's path)
+// on its own goroutine, one at a time: the request has its answer (Lost)
+// already, and a fix missed now is tried again at the next detection.
+func (s *Store) background(fix func(context.Context)) {
+	if !s.marking.TryLock() {
+		return
 	}
+	select {
+	case <-s.stop:
+		s.marking.Unlock()
+		return
+	default:
+	}
+	s.wg.Go(func() {
+		defer s.marking.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		fix(ctx)
+	})
+}
+
+// run runs a script without waiting for replicas.
+func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args ...any) (any, error) {
+	return sc.Run(ctx, s.c, keys, args...).Result()
 }
 
 // write runs a script that changes state and, when the store waits for
@@ -711,7 +793,7 @@ func (s *Store) lost(ctx context.Context) {
 // round trip.
 func (s *Store) write(ctx context.Context, sc *redis.Script, keys []string, args ...any) (any, error) {
 	if s.replicas == 0 {
-		return sc.Run(ctx, s.c, keys, args...).Result()
+		return s.run(ctx, sc, keys, args...)
 	}
 	node, ok := s.c.(*redis.Client)
 	if !ok {
@@ -744,7 +826,7 @@ func (s *Store) write(ctx context.Context, sc *redis.Script, keys []string, args
 // wrap adds context to a Redis error; a server out of memory (maxmemory
 // with noeviction) is reported as jtiguard.ErrStoreFull.
 func wrap(op string, err error) error {
-	if err == nil || errors.Is(err, redis.Nil) {
+	if err == nil {
 		return nil
 	}
 	if strings.HasPrefix(err.Error(), "OOM ") {

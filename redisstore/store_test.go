@@ -29,7 +29,7 @@ const (
 
 // testSkew bounds the clock skew in tests: every process here reads one
 // clock, and a small bound keeps New's wait on a fresh prefix short.
-const testSkew = 100 * time.Millisecond
+const testSkew = 250 * time.Millisecond
 
 // newStore connects a Store to client with a fresh key prefix.
 func newStore(t testing.TB, client redis.UniversalClient, cacheSize int) *redisstore.Store {
@@ -364,10 +364,12 @@ func TestFailClosedAndDataLoss(t *testing.T) {
 		require.ErrorIs(t, err, jtiguard.ErrStateLost, "a revoked token does not come back to life")
 		_, err = r.ver.Verify(ctx, plain)
 		require.ErrorIs(t, err, jtiguard.ErrStateLost)
+		// A session from before is gone: lost (while the marker is being
+		// written anew) or ended (its family is not there).
 		_, err = r.ver.Verify(ctx, p.AccessToken)
-		require.ErrorIs(t, err, jtiguard.ErrSessionEnded)
+		require.True(t, errors.Is(err, jtiguard.ErrStateLost) || errors.Is(err, jtiguard.ErrSessionEnded), "%v", err)
 		_, err = r.sess.Refresh(ctx, p.RefreshToken)
-		require.ErrorIs(t, err, jtiguard.ErrSessionEnded, "users log in again")
+		require.True(t, errors.Is(err, jtiguard.ErrStateLost) || errors.Is(err, jtiguard.ErrSessionEnded), "users log in again: %v", err)
 
 		// Tokens issued after the loss work, without restarting anything.
 		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(2 * time.Second))) // past the new epoch's second
