@@ -27,3 +27,18 @@ func VerifyJWS(keys *KeySet, token string) error {
 
 // VerifySignature checks sig over msg with k's pinned algorithm.
 func VerifySignature(k *Key, msg string, sig []byte) error { return k.verifySignature(msg, sig) }
+
+// Indexed is the number of families in the store's subject index, ended
+// ones not yet forgotten included.
+func (s *MemoryStore) Indexed() int {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	n := 0
+	for _, fams := range s.subjects {
+		n += len(fams)
+	}
+	return n
+}
+
+// MemShards is the number of shards of a MemoryStore.
+const MemShards = memShards

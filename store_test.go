@@ -3,6 +3,7 @@ package jtiguard_test
 import (
 	"context"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -235,4 +236,27 @@ func TestMemoryStoreAtCapacityNeverDeadlocks(t *testing.T) {
 	t.Logf("%d rounds: %d writes, %d refused as full", rounds, written.Load(), full.Load())
 	assert.Positive(t, full.Load(), "the store reached its capacity")
 	assert.Positive(t, written.Load())
+}
+
+// TestMemoryStoreIndexStaysBounded: families that expire leave the subject
+// index too, even when their subjects never log in again, so the index is
+// bounded like the store (it used to keep one entry per subject ever seen).
+func TestMemoryStoreIndexStaysBounded(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	s, err := jtiguard.NewMemoryStore(jtiguard.MemoryConfig{Capacity: 1000, Now: clk.Now})
+	require.NoError(t, err)
+	for i := range 20_000 {
+		id, err := jtiguard.NewJTI(nil)
+		require.NoError(t, err)
+		f := jtiguard.Family{ID: id, Subject: "user" + strconv.Itoa(i), Generation: 1, Refresh: id, ExpiresAt: clk.Now().Add(time.Minute), IdleTimeout: time.Minute}
+		require.NoError(t, s.Begin(ctx, f))
+		if i%500 == 499 {
+			clk.Advance(2 * time.Minute)
+		}
+	}
+	t.Logf("20,000 subjects, one family each: %d indexed, %d held", s.Indexed(), s.Len())
+	assert.LessOrEqual(t, s.Indexed(), 2*s.Len()+jtiguard.MemShards, "index entries of expired families linger only until their shard's sweep")
+	s.Sweep()
+	assert.LessOrEqual(t, s.Indexed(), s.Len())
 }
