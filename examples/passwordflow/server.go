@@ -185,6 +185,17 @@ func (s *Server) routes() {
 		s.guard.Consume(purpose, jtiguard.FormValue("action_token"))(http.HandlerFunc(s.transfer))))
 	s.mux.Handle("POST /logout", s.guard.Authenticate(http.HandlerFunc(s.logout)))
 	s.mux.Handle("POST /logout-all", s.guard.Authenticate(http.HandlerFunc(s.logoutAll)))
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+}
+
+// healthz is the readiness probe: 503 while the store cannot answer (a
+// replica that refuses every token should leave the load balancer).
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	if err := s.verifier.Ping(r.Context()); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 // checkPassword is the password grant's credential check: the part a real

@@ -285,6 +285,15 @@ func suite(t *testing.T, a, b string) {
 		assert.Equal(t, "mfa", call(t, b, "GET", "/me", nil, r.str("access_token"), false).str("acr"))
 	})
 
+	t.Run("healthz", func(t *testing.T) {
+		for _, inst := range []string{a, b} {
+			res, err := http.Get(inst + "/healthz")
+			require.NoError(t, err)
+			res.Body.Close()
+			assert.Equal(t, http.StatusOK, res.StatusCode)
+		}
+	})
+
 	t.Run("jwks has every token's kid", func(t *testing.T) {
 		at, rt := login(t, a, "alice", "secret")
 		set := fetchJWKS(t, b)
