@@ -81,6 +81,11 @@ var (
 	// ErrWrongClient: a refresh token presented by another client than the
 	// one it was issued to.
 	ErrWrongClient = newSentinel("token issued to another client", nil)
+	// ErrForeignSession: the token belongs to a session its verifier's
+	// store has never known: the store is not the issuer's. A resource
+	// server needs the issuer's store (the same Redis) to check sessions,
+	// or introspection; a store of its own cannot vouch for them.
+	ErrForeignSession = newSentinel("token's session unknown to this store: verify with the issuer's store", nil)
 	// ErrStateLost: the token was issued before the store's memory begins (the
 	// store restarted empty or was flushed), so nothing can vouch that it was
 	// not revoked or used. The client must obtain a new token.
@@ -188,7 +193,7 @@ var rejections = func() map[error]*Error {
 		ErrSignature, ErrInvalidClaims, ErrMissingClaim, ErrInvalidJTI, ErrInvalidIssuer,
 		ErrInvalidAudience, ErrWrongPurpose, ErrExpired, ErrNotYetValid, ErrIssuedInFuture,
 		ErrLifetime, ErrRevoked, ErrReplayed, ErrStateLost, ErrSessionEnded, ErrRefreshReused,
-		ErrSuperseded, ErrWrongClient,
+		ErrSuperseded, ErrWrongClient, ErrForeignSession,
 	} {
 		m[k] = &Error{Status: http.StatusUnauthorized, Code: codeInvalidToken, Description: k.(*sentinel).msg, kind: k}
 	}

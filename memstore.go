@@ -53,6 +53,7 @@ type MemoryStore struct {
 
 	subMu    sync.Mutex
 	subjects map[string]map[JTI]struct{} // subject -> its families, for EndSubject
+	began    atomic.Bool                 // a family was ever begun: unknown ones are not Foreign
 
 	// ended lists families swept away whose index entries are still to go:
 	// a sweep holds a shard's lock, and the index's lock comes first, so
@@ -198,6 +199,8 @@ func (s *MemoryStore) familyStatus(t TokenRef, now uint32) Status {
 	f, ok := sh.fam[t.Session]
 	sh.mu.RUnlock()
 	switch {
+	case !ok && !s.began.Load():
+		return Foreign
 	case !ok || f.end() <= now:
 		return Ended
 	case f.reused:
@@ -356,6 +359,7 @@ func (s *MemoryStore) tryBegin(sid JTI, mf memFamily, now uint32) (full bool, er
 	sh.fam[sid] = mf
 	sh.grew()
 	sh.mu.Unlock()
+	s.began.Store(true)
 	if fams == nil {
 		fams = map[JTI]struct{}{}
 		s.subjects[mf.subject] = fams

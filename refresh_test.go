@@ -503,3 +503,23 @@ func TestRevokeIDOfSessionTokens(t *testing.T) {
 	assert.ErrorIs(t, sf.ver.RevokeID(ctx, p.Access.ID, "", p.Access.ExpiresAt), jtiguard.ErrConfig)
 	assert.ErrorIs(t, sf.ver.RevokeID(ctx, jtiguard.JTI{}, "alice", p.Access.ExpiresAt), jtiguard.ErrConfig)
 }
+
+// TestForeignStoreSaysSo: a resource server that verifies the issuer's
+// session tokens with a store of its own is told what is wrong, rather
+// than that the session ended.
+func TestForeignStoreSaysSo(t *testing.T) {
+	sf := newSessions(t, jtiguard.SessionConfig{})
+	p := sf.login(t, "alice")
+	rs, err := jtiguard.NewVerifier(sf.keys, jtiguard.VerifierConfig{Issuer: testIssuer, Audience: testAudience, Now: sf.clock.Now, Logger: quiet})
+	require.NoError(t, err)
+	t.Cleanup(rs.Close)
+	_, err = rs.Verify(context.Background(), p.AccessToken)
+	require.ErrorIs(t, err, jtiguard.ErrForeignSession)
+	assert.Contains(t, err.Error(), "issuer's store")
+
+	// The issuer's own store, once it holds sessions, says "ended" for a
+	// family it no longer has.
+	require.NoError(t, sf.sess.Logout(context.Background(), p.AccessToken))
+	_, err = sf.ver.Verify(context.Background(), p.AccessToken)
+	require.ErrorIs(t, err, jtiguard.ErrSessionEnded)
+}

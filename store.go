@@ -27,6 +27,10 @@ const (
 	// Superseded: the token predates a change of its family's generation
 	// (step-up, password or role change).
 	Superseded
+	// Foreign: the token belongs to a session family this store has never
+	// held, and it holds none at all: it is not the store of the token's
+	// issuer (a resource server verifying with a store of its own).
+	Foreign
 )
 
 // TokenRef names one token to a store: its jti, its subject and the times

@@ -232,6 +232,7 @@ var statusErrs = map[Status]error{
 	Ended:      ErrSessionEnded,
 	Reused:     ErrRefreshReused,
 	Superseded: ErrSuperseded,
+	Foreign:    ErrForeignSession,
 }
 
 // settle turns the store's answer about c into the error, if any: nil only
