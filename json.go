@@ -240,19 +240,25 @@ func (r *jsonReader) uint() (int64, error) {
 
 // strs reads an array of strings.
 func (r *jsonReader) strs() ([]string, error) {
+	return r.array(r.str)
+}
+
+// array reads a JSON array whose elements elem reads, each returned as a
+// string.
+func (r *jsonReader) array(elem func() (string, error)) ([]string, error) {
 	if r.peek() != '[' {
 		return nil, errJSON
 	}
 	r.i++
 	r.ws()
-	var out []string
+	out := []string{}
 	if r.peek() == ']' {
 		r.i++
-		return []string{}, nil
+		return out, nil
 	}
 	for {
 		r.ws()
-		v, err := r.str()
+		v, err := elem()
 		if err != nil {
 			return nil, err
 		}

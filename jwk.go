@@ -250,36 +250,12 @@ func ParseJWKS(data []byte) (*KeySet, error) {
 
 // objects reads an array of JSON objects and returns the text of each.
 func (r *jsonReader) objects() ([]string, error) {
-	if r.peek() != '[' {
-		return nil, errJSON
-	}
-	r.i++
-	var out []string
-	for {
-		r.ws()
-		if len(out) == 0 && r.peek() == ']' {
-			r.i++
-			return out, nil
-		}
+	return r.array(func() (string, error) {
 		if r.peek() != '{' {
-			return nil, errJSON
+			return "", errJSON
 		}
-		v, err := r.raw()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-		r.ws()
-		switch r.peek() {
-		case ',':
-			r.i++
-		case ']':
-			r.i++
-			return out, nil
-		default:
-			return nil, errJSON
-		}
-	}
+		return r.raw()
+	})
 }
 
 // jwkNames are the members decodeJWK reads, for the case-variant check.
