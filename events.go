@@ -22,6 +22,15 @@ const (
 	// EventStoreUnavailable: the store could not answer; the request was
 	// refused.
 	EventStoreUnavailable EventKind = "store_unavailable"
+	// EventKeysFetchFailed: a RemoteKeys could not fetch its key set, or
+	// refused the document it got; it keeps the last good keys. Err says
+	// why. Alert when it repeats: past RemoteKeysConfig.StaleLimit the keys
+	// are dropped.
+	EventKeysFetchFailed EventKind = "keys_fetch_failed"
+	// EventKeysExpired: a RemoteKeys could not refresh its key set for
+	// longer than its StaleLimit and dropped the keys: every token is
+	// refused until a fetch succeeds. Err is the last fetch's error.
+	EventKeysExpired EventKind = "keys_expired"
 )
 
 // Event describes a security event. It identifies tokens by jti and
@@ -32,11 +41,16 @@ type Event struct {
 	Session  string // sid
 	JTI      string
 	ClientID string
-	Err      error // the cause, for EventStoreUnavailable
+	Err      error // the cause, for EventStoreUnavailable and the key events
 }
 
 // report logs e at warning level and passes it to the configured hook.
 func (v *Verifier) report(ctx context.Context, e Event) {
+	reportEvent(ctx, v.log, v.cfg.OnEvent, e)
+}
+
+// reportEvent logs e to log at warning level and passes it to onEvent, if set.
+func reportEvent(ctx context.Context, log *slog.Logger, onEvent func(context.Context, Event), e Event) {
 	attrs := []slog.Attr{slog.String("event", string(e.Kind))}
 	for _, kv := range [...][2]string{{"sub", e.Subject}, {"sid", e.Session}, {"jti", e.JTI}, {"client_id", e.ClientID}} {
 		if kv[1] != "" {
@@ -46,9 +60,9 @@ func (v *Verifier) report(ctx context.Context, e Event) {
 	if e.Err != nil {
 		attrs = append(attrs, slog.String("err", e.Err.Error()))
 	}
-	v.log.LogAttrs(ctx, slog.LevelWarn, "jtiguard: security event", attrs...)
-	if v.cfg.OnEvent != nil {
-		v.cfg.OnEvent(ctx, e)
+	log.LogAttrs(ctx, slog.LevelWarn, "jtiguard: security event", attrs...)
+	if onEvent != nil {
+		onEvent(ctx, e)
 	}
 }
 

@@ -290,11 +290,15 @@ func keyErr(kind error, kid, detail string) error {
 // and never holds two keys with one kid. It is safe for concurrent use:
 // readers see a consistent snapshot and never wait for writers. A KeyDir
 // keeps a set equal to a directory of key files, for replicas that rotate
-// together.
+// together; a RemoteKeys keeps one equal to an issuer's published JWKS.
 type KeySet struct {
 	mu      sync.Mutex // serializes writers
 	ring    atomic.Pointer[keyring]
 	retired atomic.Uint64 // counts retirements, so caches know when to flush
+	// unknownKID, if set, is asked for a kid the set lacks while a token
+	// is verified: a RemoteKeys that may fetch its document again. It
+	// bounds its own wait. Set before the set is shared, never after.
+	unknownKID func(kid string) (*Key, bool)
 }
 
 type keyring struct {
@@ -450,6 +454,33 @@ func (s *KeySet) Signer() *Key { return s.ring.Load().signer }
 func (s *KeySet) Key(kid string) (*Key, bool) {
 	k, ok := s.ring.Load().byKID[kid]
 	return k, ok
+}
+
+// lookup is Key for a token being verified: if the set lacks kid and has a
+// source that can refresh it, the source is asked. The warm path is Key's:
+// one atomic load and a map read.
+func (s *KeySet) lookup(kid string) (*Key, bool) {
+	if k, ok := s.ring.Load().byKID[kid]; ok {
+		return k, true
+	}
+	if s.unknownKID == nil {
+		return nil, false
+	}
+	return s.unknownKID(kid)
+}
+
+// clear removes every key, and the signer, in one step, as a retirement of
+// each: for a remote set whose keys can no longer be vouched for. It
+// reports whether the set held keys.
+func (s *KeySet) clear() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.ring.Load().order) == 0 {
+		return false
+	}
+	s.ring.Store(&keyring{byKID: map[string]*Key{}})
+	s.retired.Add(1)
+	return true
 }
 
 // JWKS returns the set's public keys as a JSON Web Key Set (RFC 7517), in the

@@ -307,7 +307,9 @@ func (v *Verifier) parse(token string, want TokenType) (*Claims, *Key, error) {
 	if h.typ == 0 || (want != 0 && h.typ != want) {
 		return nil, nil, ErrWrongTokenType
 	}
-	key, ok := v.keys.Key(h.kid)
+	// A kid the set lacks may make a RemoteKeys fetch its document again,
+	// waiting at most a second.
+	key, ok := v.keys.lookup(h.kid)
 	if !ok {
 		return nil, nil, ErrUnknownKey
 	}
