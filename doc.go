@@ -86,6 +86,10 @@
 //
 // Keys rotate through the KeySet: Add the next key (it appears in JWKS),
 // Rotate to it, and Retire the old one once its tokens have expired.
+// Replicas that share a key directory follow it without a restart
+// (OpenKeyDir); a verifier of another issuer's tokens follows its JWKS URL
+// (NewRemoteKeys). Keys load and save as PEM or JWK (ReadKeyFile,
+// WriteKeyFile), named by their RFC 7638 thumbprint.
 //
 // # Sessions, HTTP and several replicas
 //

@@ -3,7 +3,9 @@ package redisstore
 import "github.com/redis/go-redis/v9"
 
 // Every operation is one of these scripts, run atomically by Redis (7.0 or
-// later: the scripts declare flags). Status codes are jtiguard.Status
+// later: every script declares its flags, none at all for consume and
+// begin, so that Redis refuses them whole when out of memory rather than
+// midway). Status codes are jtiguard.Status
 // values: 0 Live, 1 Revoked, 2 Used, 3 Lost, 4 Ended, 5 Reused,
 // 6 Superseded.
 //
@@ -103,7 +105,7 @@ var checkScript = redis.NewScript(checkSource)
 // consume: KEYS jti, marker[, family]; ARGV seen q, stamp, gen, iat,
 // nonce, keep-until (ms). A used jti holds 'u' and the nonce of the call
 // that used it, so a retry of that call recognizes its own write.
-var consumeScript = redis.NewScript(prelude + `
+var consumeScript = redis.NewScript("#!lua\n" + prelude + `
 if not open(KEYS[2]) then return lost(3) end
 if redis.call('GET', KEYS[1]) == 'u' .. ARGV[5] then return head(0) end
 local s = state(KEYS[1], KEYS[3] or false, ARGV[3], ARGV[4])
@@ -145,7 +147,7 @@ return {1, tonumber(ARGV[1])}
 // family and its index entry are written together, the family under the
 // marker's generation; the index forgets ended families. A retried begin
 // finds the family and changes nothing.
-var beginScript = redis.NewScript(prelude + `
+var beginScript = redis.NewScript("#!lua\n" + prelude + `
 if not open(KEYS[3]) then return lost(3) end
 if redis.call('EXISTS', KEYS[1]) == 1 then return head(0) end
 for _, sid in ipairs(redis.call('SMEMBERS', KEYS[2])) do

@@ -185,3 +185,102 @@ func TestReuseRecordedAtMaxmemory(t *testing.T) {
 	_, err = r.ver.Verify(ctx, p3.AccessToken)
 	require.ErrorIs(t, err, jtiguard.ErrRefreshReused, "the family was revoked at maxmemory")
 }
+
+// TestRollbackOfManyBucketsRepaired: one failover rolls back every bucket
+// of a node. Each bucket the witness finds rolled back is repaired (its
+// marker rewritten), none is dropped, even when the witness finds them back
+// to back and others write past its window meanwhile. (One shared
+// try-lock used to drop the second repair, and 64 writes later the witness
+// adopted the rolled-back history.)
+func TestRollbackOfManyBucketsRepaired(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := standaloneClient(t, srv.Addr())
+	keys := testKeys(t)
+	w := newReplica(t, keys, newStore(t, standaloneClient(t, srv.Addr()), -1))
+	prefix := prefixOf(t, nil, admin)
+	storeQ, err := redisstore.New(context.Background(), redisstore.Config{Client: standaloneClient(t, srv.Addr()), Prefix: prefix, CacheSize: -1, MaxClockSkew: testSkew})
+	require.NoError(t, err)
+	t.Cleanup(storeQ.Close)
+	q := newReplica(t, keys, storeQ)
+	ctx := context.Background()
+	subjects := []string{"alice", "bob"}
+	require.NotEqual(t, redisstore.MarkerKey(prefix, "alice"), redisstore.MarkerKey(prefix, "bob"))
+	toks, snaps, gens := map[string]string{}, map[string]snapshot{}, map[string]string{}
+	for _, sub := range subjects {
+		tok, _, err := w.iss.Access(jtiguard.Claims{Subject: sub, Audience: []string{testAudience}})
+		require.NoError(t, err)
+		_, err = w.ver.Verify(ctx, tok)
+		require.NoError(t, err)
+		toks[sub] = tok
+		snaps[sub] = takeSnapshot(t, admin, bucketTag(prefix, sub))
+		gens[sub] = admin.HGet(ctx, redisstore.MarkerKey(prefix, sub), "g").Val()
+	}
+	for _, sub := range subjects {
+		require.NoError(t, w.ver.Revoke(ctx, toks[sub]))
+	}
+	for _, sub := range subjects {
+		snaps[sub].rollBack(t, admin, bucketTag(prefix, sub))
+	}
+	for _, sub := range subjects { // back to back
+		_, err := w.ver.Verify(ctx, toks[sub])
+		require.ErrorIs(t, err, jtiguard.ErrStateLost, sub)
+	}
+	for range 70 { // traffic in bob's bucket by a process that saw nothing
+		tok, _, err := q.iss.Access(jtiguard.Claims{Subject: "bob", Audience: []string{testAudience}})
+		require.NoError(t, err)
+		require.NoError(t, q.ver.Revoke(ctx, tok))
+	}
+	for _, sub := range subjects {
+		require.Eventually(t, func() bool {
+			return admin.HGet(ctx, redisstore.MarkerKey(prefix, sub), "g").Val() != gens[sub]
+		}, 5*time.Second, 10*time.Millisecond, "%s's marker is rewritten", sub)
+		_, err := w.ver.Verify(ctx, toks[sub])
+		require.ErrorIs(t, err, jtiguard.ErrStateLost, "%s: a token whose revocation was rolled back", sub)
+	}
+}
+
+// TestLostRewriteNoticed: the witness keeps what it saw, so if a second
+// failover loses its rewrite and brings the rolled-back history back, it
+// notices again.
+func TestLostRewriteNoticed(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := standaloneClient(t, srv.Addr())
+	w := newReplica(t, testKeys(t), newStore(t, standaloneClient(t, srv.Addr()), -1))
+	prefix := prefixOf(t, nil, admin)
+	tag, marker := bucketTag(prefix, "alice"), redisstore.MarkerKey(prefix, "alice")
+	ctx := context.Background()
+	tok := w.plain(t)
+	_, err := w.ver.Verify(ctx, tok)
+	require.NoError(t, err)
+	snap, g := takeSnapshot(t, admin, tag), admin.HGet(ctx, marker, "g").Val()
+	require.NoError(t, w.ver.Revoke(ctx, tok))
+	snap.rollBack(t, admin, tag)
+	_, err = w.ver.Verify(ctx, tok)
+	require.ErrorIs(t, err, jtiguard.ErrStateLost)
+	require.Eventually(t, func() bool { return admin.HGet(ctx, marker, "g").Val() != g }, 5*time.Second, 10*time.Millisecond)
+	snap.rollBack(t, admin, tag) // the rewrite is lost too
+	_, err = w.ver.Verify(ctx, tok)
+	require.ErrorIs(t, err, jtiguard.ErrStateLost)
+}
+
+// TestLoginRefusedAtMaxmemory: at maxmemory a login is refused whole, even
+// when its script would first drop a stale index entry (a script without
+// declared flags let its later writes through once it had written).
+func TestLoginRefusedAtMaxmemory(t *testing.T) {
+	srv := redistest.Start(t, "--maxmemory-policy", "noeviction")
+	admin := standaloneClient(t, srv.Addr())
+	r := newReplica(t, testKeys(t), newStore(t, standaloneClient(t, srv.Addr()), -1))
+	ctx := context.Background()
+	_, err := r.sess.Login(ctx, jtiguard.Login{Subject: "alice"})
+	require.NoError(t, err)
+	tag := bucketTag(prefixOf(t, nil, admin), "alice")
+	fams, err := admin.Keys(ctx, tag+":f:*").Result()
+	require.NoError(t, err)
+	require.NoError(t, admin.Del(ctx, fams...).Err()) // the family idled out; its index entry stays
+	require.NoError(t, admin.ConfigSet(ctx, "maxmemory", "1").Err())
+	_, err = r.sess.Login(ctx, jtiguard.Login{Subject: "alice"})
+	require.ErrorIs(t, err, jtiguard.ErrStoreFull)
+	require.NoError(t, admin.ConfigSet(ctx, "maxmemory", "0").Err())
+	_, err = r.sess.Login(ctx, jtiguard.Login{Subject: "alice"})
+	require.NoError(t, err)
+}

@@ -142,8 +142,14 @@ type Store struct {
 	seen [buckets]atomic.Pointer[history]
 	// health is nil while the servers are fit for use, else why not
 	// (clock skew, an evicting policy).
-	health  atomic.Pointer[error]
-	marking sync.Mutex // held while a marker write found needed runs
+	health atomic.Pointer[error]
+	// Repairs found needed on a request's path, done by the repairer:
+	// missing markers to write, and per bucket the generation of a
+	// rolled-back marker to rewrite (plus one; 0: none). While a bucket's
+	// rewrite is pending, every answer about it is Lost.
+	missing atomic.Bool
+	rolled  [buckets]atomic.Int64
+	kick    chan struct{}
 	stop    chan struct{}
 	wg      sync.WaitGroup
 }
@@ -188,7 +194,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.ReplicaTimeout <= 0 {
 		cfg.ReplicaTimeout = DefaultReplicaTimeout
 	}
-	s := &Store{c: cfg.Client, prefix: cfg.Prefix, now: cfg.Now, skew: cfg.MaxClockSkew, waitFor: cfg.ReplicaTimeout, stop: make(chan struct{})}
+	s := &Store{c: cfg.Client, prefix: cfg.Prefix, now: cfg.Now, skew: cfg.MaxClockSkew, waitFor: cfg.ReplicaTimeout, stop: make(chan struct{}), kick: make(chan struct{}, 1)}
 	if _, ok := s.c.(*redis.ClusterClient); !ok {
 		if _, ok := s.c.(*redis.Client); !ok {
 			return nil, fmt.Errorf("%w: redisstore needs a *redis.Client or *redis.ClusterClient, not %T", jtiguard.ErrConfig, cfg.Client)
@@ -217,6 +223,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s.wg.Go(s.watch)
+	s.wg.Go(s.repairer)
 	return s, nil
 }
 
@@ -406,8 +413,7 @@ func (s *Store) mark(ctx context.Context) (int64, error) {
 			return 0, wrap("writing loss markers", err)
 		}
 		if vals, _ := res.([]any); len(vals) == 2 && vals[0] == int64(1) {
-			s.seen[b].Store(nil) // a new history: adopt it at the next reply
-			until = max(until, m)
+			until = max(until, m) // its g is above any seen: the next reply adopts it
 		}
 	}
 	return until, nil
@@ -571,11 +577,9 @@ func (s *Store) Begin(ctx context.Context, f jtiguard.Family) error {
 		case try > 0:
 			return fmt.Errorf("redisstore: begin: the bucket's state was lost; try again: %w", jtiguard.ErrStoreUnavailable)
 		}
-		// The bucket lost its data (or rolled back): with its marker
+		// The bucket lost its data or rolled back: once its marker is
 		// written anew, a family begun now is vouched for.
-		if _, err := s.mark(ctx); err != nil {
-			return err
-		}
+		s.repair(ctx, int(b))
 	}
 }
 
@@ -717,19 +721,19 @@ func (s *Store) settle(b byte, before *history, vals []any) (first int64, lost b
 		return 0, false, fmt.Errorf("unexpected reply %v", vals)
 	}
 	if g < 0 { // the marker is missing
-		s.background(func(ctx context.Context) { _, _ = s.mark(ctx) })
+		s.missing.Store(true)
+		s.poke()
 		return first, true, nil
 	}
 	if before != nil && (g < before.g || (g == before.g && (qr < before.q || (hs != "" && hs != before.h)))) {
-		// Writes this process saw acknowledged are gone. The marker is
-		// rewritten unless another process already did (g moved on).
-		expect, least := strconv.FormatInt(g, 10), max(g+1, s.gmin(b))
-		s.background(func(ctx context.Context) {
-			m := s.now().Add(2 * s.skew).UnixMilli()
-			if _, err := s.run(ctx, markScript, []string{s.tag(b) + ":e"}, m, expect, least); err == nil {
-				s.seen[b].Store(nil)
-			}
-		})
+		// Writes this process saw acknowledged are gone: the bucket's
+		// marker must be rewritten (unless another process already did:
+		// g moved on), and until it is, nothing about it is trusted.
+		s.rolled[b].CompareAndSwap(0, g+1)
+		s.poke()
+		return first, true, nil
+	}
+	if s.rolled[b].Load() != 0 {
 		return first, true, nil
 	}
 	s.saw(b, &history{g: g, q: qa, h: ha})
@@ -762,25 +766,58 @@ func (s *Store) saw(b byte, v *history) {
 	}
 }
 
-// background runs fix (a marker write found needed on a request's path)
-// on its own goroutine, one at a time: the request has its answer (Lost)
-// already, and a fix missed now is tried again at the next detection.
-func (s *Store) background(fix func(context.Context)) {
-	if !s.marking.TryLock() {
-		return
-	}
+// poke wakes the repairer.
+func (s *Store) poke() {
 	select {
-	case <-s.stop:
-		s.marking.Unlock()
-		return
+	case s.kick <- struct{}{}:
 	default:
 	}
-	s.wg.Go(func() {
-		defer s.marking.Unlock()
+}
+
+// repairer does the repairs found needed on requests' paths, until Close:
+// a request has its answer (Lost) at once, and a repair that fails is
+// tried again a moment later, so none is ever dropped.
+func (s *Store) repairer() {
+	retry := time.NewTicker(100 * time.Millisecond)
+	defer retry.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-s.kick:
+		case <-retry.C:
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		fix(ctx)
-	})
+		s.repair(ctx, -1)
+		cancel()
+	}
+}
+
+// repair writes the missing markers, if any are known missing, and
+// rewrites the markers of buckets that rolled back: every bucket's, or
+// only b's when b >= 0.
+func (s *Store) repair(ctx context.Context, b int) {
+	if s.missing.Swap(false) {
+		if _, err := s.mark(ctx); err != nil {
+			s.missing.Store(true)
+		}
+	}
+	for i := range buckets {
+		if b >= 0 && i != b {
+			continue
+		}
+		g := s.rolled[i].Load()
+		if g == 0 {
+			continue
+		}
+		// Conditional on the rolled-back generation: of several processes
+		// that found the rollback, one rewrites. Confirmed by replicas like
+		// any write, so that a rewrite is not itself lost unnoticed.
+		m := s.now().Add(2 * s.skew).UnixMilli()
+		if _, err := s.write(ctx, markScript, []string{s.tag(byte(i)) + ":e"}, m, strconv.FormatInt(g-1, 10), max(g, s.gmin(byte(i)))); err == nil {
+			s.rolled[i].CompareAndSwap(g, 0)
+		}
+	}
 }
 
 // run runs a script without waiting for replicas.
