@@ -15,7 +15,7 @@ import (
 // cannot fill the store, but may have expired; a token that does not verify
 // returns its *Error, which an RFC 7009 endpoint still answers with 200.
 func (v *Verifier) Revoke(ctx context.Context, token string) error {
-	c, err := v.authentic(token)
+	c, err := v.authentic(ctx, token)
 	if err != nil {
 		return err
 	}
@@ -41,11 +41,11 @@ func (v *Verifier) revokeAuthentic(ctx context.Context, c *Claims) error {
 // authentic verifies token's signature and its claims that do not change
 // with time, whatever its class: for revocation and logout, which must work
 // on expired tokens too.
-func (v *Verifier) authentic(token string) (*Claims, error) {
+func (v *Verifier) authentic(ctx context.Context, token string) (*Claims, error) {
 	if len(token) > v.cfg.MaxTokenSize {
 		return nil, reject(ErrTokenTooLarge)
 	}
-	c, _, err := v.parse(token, 0)
+	c, _, err := v.parse(ctx, token, 0)
 	if err == nil {
 		err = v.checkClaims(c)
 	}

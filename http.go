@@ -737,7 +737,7 @@ func (e *RevocationEndpoint) revoke(w http.ResponseWriter, r *http.Request) erro
 	if tok == "" {
 		return invalidRequest("token is required")
 	}
-	c, err := e.Verifier.authentic(tok)
+	c, err := e.Verifier.authentic(r.Context(), tok)
 	if err != nil {
 		return err
 	}

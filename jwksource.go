@@ -255,8 +255,9 @@ func (r *RemoteKeys) Close() {
 }
 
 // unknownKID is the set's hook for a kid it lacks: start a fetch if the
-// rate allows, or join the one under way, and wait for it a bounded time.
-func (r *RemoteKeys) unknownKID(kid string) (*Key, bool) {
+// rate allows, or join the one under way, and wait for it a bounded time,
+// never past the request's own deadline (ctx).
+func (r *RemoteKeys) unknownKID(ctx context.Context, kid string) (*Key, bool) {
 	if checkKID(kid) != nil {
 		return nil, false // no document can name such a key
 	}
@@ -273,6 +274,7 @@ func (r *RemoteKeys) unknownKID(kid string) (*Key, bool) {
 	select {
 	case <-f.done:
 	case <-t.C:
+	case <-ctx.Done():
 	}
 	t.Stop()
 	return r.keys.Key(kid)

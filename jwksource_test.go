@@ -336,6 +336,15 @@ func TestRemoteKeysUnknownKIDWait(t *testing.T) {
 				assert.Equal(t, time.Second, time.Since(start), "waited exactly the bound")
 			})
 		}
+		// A request with a shorter deadline waits no longer than it.
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			_, err := r.ver.Verify(ctx, byB)
+			assert.ErrorIs(t, err, jtiguard.ErrUnknownKey)
+			assert.Equal(t, 100*time.Millisecond, time.Since(start), "waited until its own deadline")
+		})
 		wg.Wait()
 		assert.EqualValues(t, 2, gt.calls.Load(), "one shared fetch")
 		gt.release()

@@ -1,6 +1,7 @@
 package jtiguard
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -297,8 +298,8 @@ type KeySet struct {
 	retired atomic.Uint64 // counts retirements, so caches know when to flush
 	// unknownKID, if set, is asked for a kid the set lacks while a token
 	// is verified: a RemoteKeys that may fetch its document again. It
-	// bounds its own wait. Set before the set is shared, never after.
-	unknownKID func(kid string) (*Key, bool)
+	// bounds its own wait, and ends it with ctx (the request's). Set before the set is shared, never after.
+	unknownKID func(ctx context.Context, kid string) (*Key, bool)
 }
 
 type keyring struct {
@@ -459,14 +460,14 @@ func (s *KeySet) Key(kid string) (*Key, bool) {
 // lookup is Key for a token being verified: if the set lacks kid and has a
 // source that can refresh it, the source is asked. The warm path is Key's:
 // one atomic load and a map read.
-func (s *KeySet) lookup(kid string) (*Key, bool) {
+func (s *KeySet) lookup(ctx context.Context, kid string) (*Key, bool) {
 	if k, ok := s.ring.Load().byKID[kid]; ok {
 		return k, true
 	}
 	if s.unknownKID == nil {
 		return nil, false
 	}
-	return s.unknownKID(kid)
+	return s.unknownKID(ctx, kid)
 }
 
 // clear removes every key, and the signer, in one step, as a retirement of

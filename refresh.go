@@ -180,7 +180,7 @@ func (s *Sessions) Refresh(ctx context.Context, refreshToken string) (*TokenPair
 // refresh is Refresh for the token's own client only, unless clientID is
 // empty: another client's attempt is refused before anything rotates.
 func (s *Sessions) refresh(ctx context.Context, refreshToken, clientID string) (*TokenPair, error) {
-	c, err := s.ver.verified(refreshToken, Refresh) // a refresh token always has a sid
+	c, err := s.ver.verified(ctx, refreshToken, Refresh) // a refresh token always has a sid
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +280,7 @@ func (s *Sessions) CompleteStep(ctx context.Context, stepToken, step string, l L
 // expired): its tokens are rejected from the moment Logout returns. A
 // token of no family, or one that does not verify, returns its error.
 func (s *Sessions) Logout(ctx context.Context, token string) error {
-	c, err := s.ver.authentic(token)
+	c, err := s.ver.authentic(ctx, token)
 	if err != nil {
 		return err
 	}
@@ -308,7 +308,7 @@ func (s *Sessions) LogoutAll(ctx context.Context, subject string) (int, error) {
 // endPresented ends the family of a token presented at login, if it is
 // authentic and has one; anything else presented is ignored.
 func (s *Sessions) endPresented(ctx context.Context, token string) error {
-	c, err := s.ver.authentic(token)
+	c, err := s.ver.authentic(ctx, token)
 	if err != nil || c.sid.IsZero() {
 		return nil
 	}

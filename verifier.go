@@ -179,7 +179,7 @@ func (v *Verifier) Ping(ctx context.Context) error {
 // touching what other requests see; their slices and Extra map are shared
 // and must be treated as read-only.
 func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
-	c, err := v.verified(token, Access)
+	c, err := v.verified(ctx, token, Access)
 	if err != nil {
 		return Claims{}, err
 	}
@@ -206,7 +206,7 @@ func (v *Verifier) Consume(ctx context.Context, token, purpose string) (Claims, 
 
 // consume is Consume for the single-use classes: one-time and step tokens.
 func (v *Verifier) consume(ctx context.Context, token string, class TokenType, purpose string) (Claims, error) {
-	c, err := v.verified(token, class)
+	c, err := v.verified(ctx, token, class)
 	if err != nil {
 		return Claims{}, err
 	}
@@ -262,7 +262,7 @@ func (v *Verifier) ref(c *Claims) TokenRef {
 
 // verified returns the claims of a token of class want whose signature and
 // claims hold now. The returned claims may be shared with the cache.
-func (v *Verifier) verified(token string, want TokenType) (*Claims, error) {
+func (v *Verifier) verified(ctx context.Context, token string, want TokenType) (*Claims, error) {
 	if len(token) > v.cfg.MaxTokenSize {
 		return nil, reject(ErrTokenTooLarge)
 	}
@@ -279,7 +279,7 @@ func (v *Verifier) verified(token string, want TokenType) (*Claims, error) {
 		}
 		return c, nil
 	}
-	c, key, err := v.parse(token, want)
+	c, key, err := v.parse(ctx, token, want)
 	if err == nil {
 		err = v.checkClaims(c)
 	}
@@ -295,7 +295,7 @@ func (v *Verifier) verified(token string, want TokenType) (*Claims, error) {
 
 // parse decodes and authenticates a token of class want (any class when
 // want is 0); nothing of the claims is read before the signature holds.
-func (v *Verifier) parse(token string, want TokenType) (*Claims, *Key, error) {
+func (v *Verifier) parse(ctx context.Context, token string, want TokenType) (*Claims, *Key, error) {
 	j, err := parseJWS(token)
 	if err != nil {
 		return nil, nil, err
@@ -309,7 +309,7 @@ func (v *Verifier) parse(token string, want TokenType) (*Claims, *Key, error) {
 	}
 	// A kid the set lacks may make a RemoteKeys fetch its document again,
 	// waiting at most a second.
-	key, ok := v.keys.lookup(h.kid)
+	key, ok := v.keys.lookup(ctx, h.kid)
 	if !ok {
 		return nil, nil, ErrUnknownKey
 	}
