@@ -339,10 +339,10 @@ func FormValue(name string) func(*http.Request) string {
 }
 
 // MaxFormBytes caps every request body jtiguard reads: the forms of
-// TokenEndpoint and RevocationEndpoint, and whatever Consume's from reads
-// (FormValue). They carry a few tokens and names, far below it; without a
-// cap, net/http reads up to 10 MB of each into memory before anything is
-// checked.
+// TokenEndpoint, RevocationEndpoint and IntrospectionEndpoint, and whatever
+// Consume's from reads (FormValue). They carry a few tokens and names, far
+// below it; without a cap, net/http reads up to 10 MB of each into memory
+// before anything is checked.
 const MaxFormBytes = 64 << 10
 
 const bodyTooLarge = "the request body is over 64 KiB" // MaxFormBytes
@@ -746,4 +746,117 @@ func (e *RevocationEndpoint) revoke(w http.ResponseWriter, r *http.Request) erro
 		return OAuthError("unauthorized_client", "token issued to another client")
 	}
 	return e.Verifier.revokeAuthentic(r.Context(), c)
+}
+
+// IntrospectionEndpoint serves token introspection (RFC 7662) from the
+// Verifier's store, for resource servers that cannot reach that store
+// (NewIntrospectionStore is the client). It authenticates the client
+// (HTTP Basic or form, as TokenEndpoint does: give credentials to resource
+// servers only) and answers it with 200 and a JSON object, never cached,
+// or with one of the errors below.
+//
+// A token is active when it is an access token (typ at+jwt) of the
+// Verifier's issuer, signed by a key of its set, within MaxLifetime, not
+// expired, not issued or valid only in the future beyond the leeway, and
+// Live in the store (not revoked, its session family live and at its
+// generation, not issued before the store's memory begins): what Verify
+// checks, but for the audience. Introspection is asked by resource
+// servers of any audience, so the audience is reported as the token
+// carries it, and each resource server must check that its own identifier
+// is among them (a Verifier using an IntrospectionStore does). Refresh, one-time and
+// step tokens are never active: they are not for resource servers, and
+// introspecting a refresh token would let whoever holds a stolen one learn
+// whether it still works without presenting it, and so without tripping
+// reuse detection. token_type_hint is accepted and not trusted: the
+// token's own typ decides.
+//
+// An active token is answered with active, scope, client_id, token_type
+// ("Bearer"), exp, iat, nbf, sub, aud, iss and jti (RFC 7662 section 2.2),
+// acr and auth_time (registered for introspection by RFC 9470), and sid
+// (the session, a service-specific member as section 2.2 allows, with the
+// meaning of the JWT claim), each only when the token carries it. Its
+// other claims (amr, the session generation, custom claims) are not
+// answered. Anything not active, whatever the reason, is answered
+// {"active": false} alone (section 2.2: no reason is given).
+//
+// Errors: 401 invalid_client for a client that fails to authenticate, 400
+// invalid_request for a malformed request, a missing token or a body over
+// MaxFormBytes, 405 for another method than POST, and 503 when the store
+// cannot answer: never "active": true on a guess.
+type IntrospectionEndpoint struct {
+	Verifier *Verifier
+	// Clients authenticates the resource server asking. Required.
+	Clients ClientAuth
+	// Realm names the protected space in invalid_client challenges.
+	Realm string
+}
+
+// introspection is an RFC 7662 section 2.2 answer.
+type introspection struct {
+	Active    bool   `json:"active"`
+	Scope     string `json:"scope,omitempty"`
+	ClientID  string `json:"client_id,omitempty"`
+	TokenType string `json:"token_type,omitempty"`
+	Exp       int64  `json:"exp,omitempty"`
+	Iat       int64  `json:"iat,omitempty"`
+	Nbf       int64  `json:"nbf,omitempty"`
+	Sub       string `json:"sub,omitempty"`
+	Aud       any    `json:"aud,omitempty"` // a string, or an array of them, as in the token
+	Iss       string `json:"iss,omitempty"`
+	Jti       string `json:"jti,omitempty"`
+	Sid       string `json:"sid,omitempty"`
+	ACR       string `json:"acr,omitempty"`
+	AuthTime  int64  `json:"auth_time,omitempty"`
+}
+
+// ServeHTTP implements http.Handler.
+func (e *IntrospectionEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c, err := e.introspect(w, r)
+	var x *Error
+	if err != nil && (!errors.As(err, &x) || x.Code != codeInvalidToken) {
+		WriteTokenError(w, e.Realm, err)
+		return
+	}
+	answer := introspection{}
+	if c != nil {
+		answer = introspection{
+			Active: true, Scope: c.Scope, ClientID: c.ClientID, TokenType: "Bearer",
+			Exp: c.ExpiresAt.Unix(), Iat: c.IssuedAt.Unix(),
+			Sub: c.Subject, Iss: c.Issuer, Jti: c.ID.String(),
+			Sid: c.Session, ACR: c.ACR,
+		}
+		if !c.NotBefore.IsZero() {
+			answer.Nbf = c.NotBefore.Unix()
+		}
+		if !c.AuthTime.IsZero() {
+			answer.AuthTime = c.AuthTime.Unix()
+		}
+		answer.Aud = c.Audience
+		if len(c.Audience) == 1 {
+			answer.Aud = c.Audience[0]
+		}
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+	writeJSON(w, http.StatusOK, answer)
+}
+
+// introspect authenticates the client and returns the claims of an active
+// token; a token that is not active yields its invalid_token *Error.
+func (e *IntrospectionEndpoint) introspect(w http.ResponseWriter, r *http.Request) (*Claims, error) {
+	if err := parseForm(w, r); err != nil {
+		return nil, err
+	}
+	id, secret, err := clientCredentials(r)
+	if err != nil {
+		return nil, err
+	}
+	if id == "" || !e.Clients(r.Context(), id, secret) {
+		return nil, OAuthError("invalid_client", "client authentication failed")
+	}
+	tok := r.PostForm.Get("token")
+	if tok == "" {
+		return nil, invalidRequest("token is required")
+	}
+	return e.Verifier.introspect(r.Context(), tok)
 }

@@ -50,6 +50,13 @@ type TokenRef struct {
 	// exactly this generation.
 	Session    JTI
 	Generation uint64
+	// Token is the token's text, for a store that asks the token's issuer
+	// about it (IntrospectionStore). The Verifier sets it for Check from
+	// Verify only; it is empty for Consume and Revoke. It is a bearer
+	// credential, never a key: state is keyed on ID (the same token can be
+	// re-encoded into other texts), and a store must neither keep nor log
+	// it.
+	Token string
 }
 
 // Store keeps the state that makes a validly signed token dead: revoked and

@@ -183,7 +183,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 	if err != nil {
 		return Claims{}, err
 	}
-	st, err := v.cfg.Store.Check(ctx, v.ref(c))
+	ref := v.ref(c)
+	ref.Token = token // for a store that asks the issuer (IntrospectionStore)
+	st, err := v.cfg.Store.Check(ctx, ref)
 	if err := v.settle(ctx, c, st, err); err != nil {
 		return Claims{}, err
 	}
