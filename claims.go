@@ -2,9 +2,12 @@ package jtiguard
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -78,10 +81,48 @@ type Claims struct {
 	AuthTime   time.Time // auth_time: when the user last authenticated
 	Purpose    string    // purpose of a one-time token
 
-	// Extra holds claims that are not registered above, as raw JSON values.
-	// Names that equal a registered claim name, or differ from one only in
-	// case, are refused.
+	// Extra holds the custom claims: those not registered above, as raw
+	// JSON values, such as roles or a tenant. Names that equal a registered
+	// claim name, or differ from one only in case, are refused, when
+	// minting and when verifying, so a custom claim never stands in for a
+	// registered one. When minting, each value must be valid JSON (no
+	// duplicate names in an object, none differing only in case), two
+	// names must not differ only in case, and all of them together must fit
+	// in MaxExtraSize; values are stored compacted. Read them into a struct
+	// with DecodeExtra.
 	Extra map[string]json.RawMessage
+}
+
+// MaxExtraSize caps the custom claims (Extra) of a token, measured as one
+// compact JSON object: 4 KiB. Tokens travel in headers, and a Verifier
+// refuses tokens longer than DefaultMaxTokenSize (8 KiB) before decoding
+// them; this leaves room for the registered claims, the header and an RSA
+// signature. Minting refuses more with ErrConfig. Custom claims are for
+// what every request needs (roles, a tenant), not for profiles: look
+// those up by subject.
+const MaxExtraSize = 4 << 10
+
+// DecodeExtra stores the custom claims (Extra) in the value v points to,
+// as json.Unmarshal does with one JSON object of them: a struct with json
+// tags, a map, or a *json.RawMessage.
+//
+// Only custom claims are decoded, never registered ones: a field tagged
+// `json:"sub"` or `json:"exp"` (or an embedded jwt.RegisteredClaims) is
+// left as it was, since Extra never holds those names; read them from the
+// Claims fields, which the verifier has checked. As with json.Unmarshal,
+// fields without a matching custom claim keep their values, and names
+// match fields case-insensitively: custom claims whose names differ only
+// in case (which the Issuer never mints) are an error, so which one fills
+// a field never depends on order.
+func (c *Claims) DecodeExtra(v any) error {
+	extra, err := cleanExtra(c.Extra, -1)
+	if err == nil {
+		err = json.Unmarshal(appendExtra(nil, extra), v)
+	}
+	if err != nil {
+		return fmt.Errorf("jtiguard: decoding custom claims: %w", err)
+	}
+	return nil
 }
 
 // HasScope reports whether the space-separated scope claim contains s.
@@ -285,15 +326,156 @@ func appendClaims(b []byte, c *Claims) []byte {
 	if c.Purpose != "" {
 		w.str("purpose", c.Purpose)
 	}
-	names := make([]string, 0, len(c.Extra))
-	for n := range c.Extra {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
+	for _, n := range sortedNames(c.Extra) {
 		w.raw(n, string(c.Extra[n]))
 	}
 	return w.close()
+}
+
+func sortedNames(extra map[string]json.RawMessage) []string {
+	names := make([]string, 0, len(extra))
+	for n := range extra {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// appendExtra appends extra as one JSON object, members sorted by name.
+func appendExtra(b []byte, extra map[string]json.RawMessage) []byte {
+	w := jsonWriter{b: b}
+	for _, n := range sortedNames(extra) {
+		w.raw(n, string(extra[n]))
+	}
+	return w.close()
+}
+
+// cleanExtra returns a copy of extra fit to be signed, each value
+// compacted, or the reason it is not: a name that is not valid UTF-8, is
+// registered or differs from a registered name only in case, or differs
+// from another only in case; a value that is not strict JSON (see
+// jsonReader) or holds an object with two names that differ at most in
+// case; more than limit bytes in all, unless limit is negative. It returns
+// nil for an empty extra.
+func cleanExtra(extra map[string]json.RawMessage, limit int) (map[string]json.RawMessage, error) {
+	if len(extra) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]json.RawMessage, len(extra))
+	folded := make(map[string]bool, len(extra))
+	size := 1 // the closing brace; each member adds its colon and a '{' or ','
+	for n, v := range extra {
+		switch {
+		case !utf8.ValidString(n):
+			return nil, errors.New("a custom claim name is not valid UTF-8")
+		case registeredName(n):
+			return nil, fmt.Errorf("custom claim %q has the name of a registered claim", n)
+		case folded[foldName(n)]:
+			return nil, fmt.Errorf("custom claim %q and another differ only in case", n)
+		}
+		folded[foldName(n)] = true
+		r := jsonReader{s: string(v)}
+		r.ws()
+		b, err := r.compact(nil, 0)
+		if err != nil || r.end() != nil {
+			return nil, fmt.Errorf("custom claim %q is not valid JSON, or repeats a name in an object", n)
+		}
+		out[n] = b
+		size += len(appendJSONString(nil, n)) + 2 + len(b)
+		if limit >= 0 && size > limit {
+			return nil, fmt.Errorf("custom claims exceed %d bytes", limit)
+		}
+	}
+	return out, nil
+}
+
+// compact validates a JSON value as skip does and appends it to b without
+// insignificant white space, refusing objects whose member names repeat
+// or differ only in case: decoders disagree on which of two such members
+// wins, and encoding/json matches struct fields case-insensitively.
+func (r *jsonReader) compact(b []byte, depth int) ([]byte, error) {
+	if depth > maxJSONDepth {
+		return nil, errJSON
+	}
+	open := r.peek()
+	if open != '{' && open != '[' {
+		start := r.i
+		if err := r.skip(depth); err != nil { // a string, number or literal
+			return nil, err
+		}
+		return append(b, r.s[start:r.i]...), nil
+	}
+	closing := byte('}')
+	var names map[string]bool
+	if open == '{' {
+		names = map[string]bool{}
+	} else {
+		closing = ']'
+	}
+	r.i++
+	b = append(b, open)
+	for n := 0; ; n++ {
+		r.ws()
+		if r.peek() == closing && n == 0 {
+			r.i++
+			return append(b, closing), nil
+		}
+		if n > 0 {
+			switch r.peek() {
+			case closing:
+				r.i++
+				return append(b, closing), nil
+			case ',':
+				r.i++
+				r.ws()
+				b = append(b, ',')
+			default:
+				return nil, errJSON
+			}
+		}
+		if names != nil {
+			start := r.i
+			name, err := r.str()
+			if err != nil || names[foldName(name)] {
+				return nil, errJSON
+			}
+			names[foldName(name)] = true
+			b = append(b, r.s[start:r.i]...)
+			r.ws()
+			if r.peek() != ':' {
+				return nil, errJSON
+			}
+			r.i++
+			r.ws()
+			b = append(b, ':')
+		}
+		var err error
+		if b, err = r.compact(b, depth+1); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// foldName maps names that strings.EqualFold (and so encoding/json's
+// field matching) holds equal to one string: each rune becomes the least
+// of its case-folding orbit, which for ASCII letters is the upper case.
+func foldName(s string) string {
+	ascii := true
+	for i := 0; i < len(s) && ascii; i++ {
+		ascii = s[i] < utf8.RuneSelf
+	}
+	if ascii {
+		return strings.ToUpper(s)
+	}
+	var b strings.Builder
+	for _, r := range s {
+		m := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			m = min(m, f)
+		}
+		b.WriteRune(m)
+	}
+	return b.String()
 }
 
 // checkText refuses claim strings that are not valid UTF-8, so that what is
@@ -309,16 +491,6 @@ func (c *Claims) checkText() error {
 			if !utf8.ValidString(s) {
 				return ErrConfig
 			}
-		}
-	}
-	for n, v := range c.Extra {
-		if !utf8.ValidString(n) || registeredName(n) {
-			return ErrConfig
-		}
-		r := jsonReader{s: string(v)}
-		r.ws()
-		if _, err := r.raw(); err != nil || r.end() != nil {
-			return ErrConfig
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package jtiguard_test
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -225,4 +226,57 @@ func ExampleSessions_LogoutAll() {
 	// laptop true
 	// phone true
 	// bob: <nil>
+}
+
+// Custom claims, such as roles and a tenant, ride in every token of a
+// session: refreshes carry them, Renew changes them, and DecodeExtra reads
+// them into the application's own struct. They never stand in for a
+// registered claim.
+func ExampleLogin_custom() {
+	sessions, verifier := exampleSessions()
+	defer verifier.Close()
+	ctx := context.Background()
+	type appClaims struct {
+		Roles  []string `json:"roles"`
+		Tenant string   `json:"tenant"`
+	}
+
+	pair, err := sessions.Login(ctx, jtiguard.Login{
+		Subject: "alice",
+		Extra: map[string]json.RawMessage{
+			"roles":  json.RawMessage(`["viewer"]`),
+			"tenant": json.RawMessage(`"acme"`),
+		},
+	})
+	if err != nil {
+		panic(err)
+	}
+	pair, _ = sessions.Refresh(ctx, pair.RefreshToken)
+	claims, _ := verifier.Verify(ctx, pair.AccessToken)
+	var app appClaims
+	if err := claims.DecodeExtra(&app); err != nil {
+		panic(err)
+	}
+	fmt.Println("after refresh:", claims.Subject, app.Tenant, app.Roles)
+
+	// A role change: the new custom claims replace the old ones, and tokens
+	// minted before it are superseded.
+	pair, err = sessions.Renew(ctx, pair.AccessToken, jtiguard.Change{Extra: map[string]json.RawMessage{
+		"roles":  json.RawMessage(`["viewer","admin"]`),
+		"tenant": json.RawMessage(`"acme"`),
+	}})
+	if err != nil {
+		panic(err)
+	}
+	claims, _ = verifier.Verify(ctx, pair.AccessToken)
+	app = appClaims{}
+	_ = claims.DecodeExtra(&app)
+	fmt.Println("after renew:", app.Tenant, app.Roles)
+
+	_, err = sessions.Login(ctx, jtiguard.Login{Subject: "mallory", Extra: map[string]json.RawMessage{"Sub": json.RawMessage(`"alice"`)}})
+	fmt.Println(err)
+	// Output:
+	// after refresh: alice acme [viewer]
+	// after renew: acme [viewer admin]
+	// jtiguard: invalid configuration: custom claim "Sub" has the name of a registered claim
 }

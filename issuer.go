@@ -1,6 +1,9 @@
 package jtiguard
 
 import (
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"time"
@@ -75,12 +78,17 @@ func ttl(d, def time.Duration, name string) (time.Duration, error) {
 }
 
 // Access mints an access token (RFC 9068) for c.Subject and c.Audience,
-// with the optional client_id, scope, acr, amr, auth_time and Extra claims
-// of c. The Issuer sets iss, iat, exp and a fresh random jti; c must leave
-// Type, KeyID, Issuer, IssuedAt, ExpiresAt, NotBefore, ID, Session,
-// Generation and Purpose empty. Tokens of a session (sid) are minted by
-// Sessions, which records the session they belong to. It returns the token
-// and its claims as a verifier will see them.
+// with the optional client_id, scope, acr, amr, auth_time and custom
+// (Extra) claims of c. The Issuer sets iss, iat, exp and a fresh random
+// jti; c must leave Type, KeyID, Issuer, IssuedAt, ExpiresAt, NotBefore,
+// ID, Session, Generation and Purpose empty. Tokens of a session (sid) are
+// minted by Sessions, which records the session they belong to. It returns
+// the token and its claims as a verifier will see them.
+//
+// Every class refuses with ErrConfig custom claims under a registered name
+// (or a case variant of one), invalid JSON, more than MaxExtraSize of
+// them, and any token longer than DefaultMaxTokenSize, which a Verifier
+// with default settings would refuse.
 func (i *Issuer) Access(c Claims) (string, *Claims, error) {
 	if c.Purpose != "" {
 		return "", nil, fmt.Errorf("%w: access tokens carry no purpose", ErrConfig)
@@ -126,7 +134,11 @@ func (i *Issuer) mint(t TokenType, c Claims, ttl time.Duration) (string, *Claims
 		}
 	}
 	if err := c.checkText(); err != nil {
-		return "", nil, fmt.Errorf("%w: claim text must be valid UTF-8 and Extra must be valid JSON under unregistered names", err)
+		return "", nil, fmt.Errorf("%w: claim text must be valid UTF-8", err)
+	}
+	var err error
+	if c.Extra, err = cleanExtra(c.Extra, MaxExtraSize); err != nil {
+		return "", nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	id, err := i.newJTI()
 	if err != nil {
@@ -138,7 +150,7 @@ func (i *Issuer) mint(t TokenType, c Claims, ttl time.Duration) (string, *Claims
 	if !c.AuthTime.IsZero() {
 		c.AuthTime = c.AuthTime.Truncate(time.Second)
 	}
-	return i.sign(t, &c)
+	return i.sign(t, &c, DefaultMaxTokenSize)
 }
 
 // now is the issuer's clock at token precision.
@@ -152,13 +164,36 @@ func (i *Issuer) newJTI() (JTI, error) {
 	return id, nil
 }
 
-// sign signs c, complete but for Type and KeyID, with the active key.
-func (i *Issuer) sign(t TokenType, c *Claims) (string, *Claims, error) {
+// sign signs c, complete but for Type and KeyID, with the active key, and
+// refuses a token longer than limit.
+func (i *Issuer) sign(t TokenType, c *Claims, limit int) (string, *Claims, error) {
 	key := i.keys.Signer()
 	c.Type, c.KeyID = t, key.kid
-	tok, err := signJWS(key, t, appendClaims(make([]byte, 0, 320), c))
+	payload := appendClaims(make([]byte, 0, 320), c)
+	if n := tokenLen(key, t, len(payload)); n > limit {
+		return "", nil, fmt.Errorf("%w: a %v token of %d bytes exceeds the %d-byte limit", ErrConfig, t, n, limit)
+	}
+	tok, err := signJWS(key, t, payload)
 	if err != nil {
 		return "", nil, err
 	}
+	if len(tok) > limit { // should tokenLen ever disagree with signJWS
+		return "", nil, fmt.Errorf("%w: a %v token of %d bytes exceeds the %d-byte limit", ErrConfig, t, len(tok), limit)
+	}
 	return tok, c, nil
+}
+
+// tokenLen is the length of the compact JWS that signJWS makes with k and
+// typ t over a payload of n bytes, found without signing.
+func tokenLen(k *Key, t TokenType, n int) int {
+	hdr := len(`{"alg":"","kid":"","typ":""}`) + len(k.alg) + len(k.kid) + len(t.String()) // kid needs no escaping
+	sig := 64                                                                              // EdDSA, ES256
+	switch pub := k.verify.(type) {
+	case *rsa.PublicKey:
+		sig = pub.Size()
+	case []byte:
+		sig = sha256.Size
+	}
+	enc := base64.RawURLEncoding
+	return enc.EncodedLen(hdr) + 1 + enc.EncodedLen(n) + 1 + enc.EncodedLen(sig)
 }

@@ -2,6 +2,7 @@ package jtiguard
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -58,6 +59,13 @@ type SessionConfig struct {
 // Verifier checks the family on each verification (one store read, with
 // the revocation check), so ending or revoking a family kills its access
 // tokens at once without tracking them one by one.
+//
+// A family's facts (subject, client, scope, acr, amr, auth_time and custom
+// claims) travel in its signed refresh token, not in the store: Refresh
+// mints the successor pair from the refresh token presented, and Renew
+// from the access token presented and the Change. Sessions never mints a
+// token longer than its Verifier's MaxTokenSize: Login, Refresh and Renew
+// refuse with ErrConfig before writing anything to the store.
 type Sessions struct {
 	iss   *Issuer
 	ver   *Verifier
@@ -130,6 +138,14 @@ type Login struct {
 	// If it is authentic, its family is ended: a session from before the
 	// login never survives it.
 	Previous string
+	// Extra holds custom claims, such as roles or a tenant, that every
+	// token of the family carries, access and refresh, until Renew changes
+	// them; read them with Claims.DecodeExtra. Names must not be those of
+	// registered claims, nor differ from one only in case, and the values
+	// must be valid JSON of at most MaxExtraSize in all (see Claims.Extra):
+	// Login refuses anything else with ErrConfig. They are signed, not
+	// secret: anyone holding a token can read them.
+	Extra map[string]json.RawMessage
 }
 
 // Login starts a new session family for l.Subject, with a fresh random sid
@@ -139,6 +155,14 @@ type Login struct {
 func (s *Sessions) Login(ctx context.Context, l Login) (*TokenPair, error) {
 	if l.Subject == "" {
 		return nil, fmt.Errorf("%w: Login needs a Subject", ErrConfig)
+	}
+	extra, err := cleanExtra(l.Extra, MaxExtraSize)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	facts := Claims{Subject: l.Subject, ClientID: l.ClientID, Scope: l.Scope, ACR: l.ACR, AMR: l.AMR, Extra: extra}
+	if err := s.fits(&facts, 1); err != nil {
+		return nil, err
 	}
 	if l.Previous != "" {
 		if err := s.endPresented(ctx, l.Previous); err != nil {
@@ -154,14 +178,14 @@ func (s *Sessions) Login(ctx context.Context, l Login) (*TokenPair, error) {
 		return nil, err
 	}
 	now := s.iss.now()
+	facts.AuthTime = l.AuthTime.Truncate(time.Second)
 	if l.AuthTime.IsZero() {
-		l.AuthTime = now
+		facts.AuthTime = now
 	}
 	f := Family{ID: sid, Subject: l.Subject, Generation: 1, Refresh: rt, ExpiresAt: now.Add(s.cfg.Lifetime), IdleTimeout: s.cfg.IdleTimeout}
 	if err := s.store.Begin(ctx, f); err != nil {
 		return nil, s.unavailable(ctx, err, &Claims{Subject: l.Subject, Session: sid.String(), ClientID: l.ClientID})
 	}
-	facts := Claims{Subject: l.Subject, ClientID: l.ClientID, Scope: l.Scope, ACR: l.ACR, AMR: l.AMR, AuthTime: l.AuthTime.Truncate(time.Second)}
 	return s.mintPair(facts, sid, Rotated{Next: rt, Generation: 1, At: now, ExpiresAt: f.ExpiresAt})
 }
 
@@ -172,7 +196,8 @@ func (s *Sessions) Login(ctx context.Context, l Login) (*TokenPair, error) {
 // refresh token is reuse: the whole family is revoked, every access token
 // of it is rejected from then on, and ErrRefreshReused is returned (and
 // reported as a security event). A token endpoint answers any rejection
-// with invalid_grant.
+// with invalid_grant. The new pair carries the facts of the token
+// presented, its custom claims included.
 func (s *Sessions) Refresh(ctx context.Context, refreshToken string) (*TokenPair, error) {
 	return s.refresh(ctx, refreshToken, "")
 }
@@ -186,6 +211,9 @@ func (s *Sessions) refresh(ctx context.Context, refreshToken, clientID string) (
 	}
 	if clientID != "" && c.ClientID != clientID {
 		return nil, reject(ErrWrongClient)
+	}
+	if err := s.fits(c, c.Generation); err != nil { // say, a larger signing key since
+		return nil, err
 	}
 	r, err := s.rotate(ctx, c, Rotation{Presented: c.ID, Grace: s.cfg.RefreshGrace})
 	if err != nil {
@@ -219,6 +247,10 @@ type Change struct {
 	AMR      []string  // e.g. ["pwd", "otp"]
 	AuthTime time.Time // default now
 	Scope    string    // a new scope (role change); empty keeps it
+	// Extra, when not nil, replaces the family's custom claims (a role or
+	// tenant change), under the rules of Login.Extra; an empty map removes
+	// them, and nil keeps them.
+	Extra map[string]json.RawMessage
 }
 
 // Renew moves the family of accessToken to a new generation with the facts
@@ -238,10 +270,6 @@ func (s *Sessions) Renew(ctx context.Context, accessToken string, ch Change) (*T
 	if c.sid.IsZero() {
 		return nil, fmt.Errorf("%w: the token belongs to no session", ErrConfig)
 	}
-	r, err := s.rotate(ctx, &c, Rotation{NewGeneration: true, Presented: c.ID})
-	if err != nil {
-		return nil, err
-	}
 	facts := c
 	if ch.ACR != "" {
 		facts.ACR = ch.ACR
@@ -251,6 +279,20 @@ func (s *Sessions) Renew(ctx context.Context, accessToken string, ch Change) (*T
 	}
 	if ch.Scope != "" {
 		facts.Scope = ch.Scope
+	}
+	if ch.Extra != nil {
+		if facts.Extra, err = cleanExtra(ch.Extra, MaxExtraSize); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+	}
+	// Refuse before the family moves: a Renew that fails after rotating
+	// would leave the client with superseded tokens only.
+	if err := s.fits(&facts, c.Generation+1); err != nil {
+		return nil, err
+	}
+	r, err := s.rotate(ctx, &c, Rotation{NewGeneration: true, Presented: c.ID})
+	if err != nil {
+		return nil, err
 	}
 	facts.AuthTime = ch.AuthTime
 	if facts.AuthTime.IsZero() {
@@ -265,6 +307,9 @@ func (s *Sessions) Renew(ctx context.Context, accessToken string, ch Change) (*T
 // identity is not carried over: fixation). A step token works once, for its
 // step only; l.Subject must be empty or the token's subject.
 func (s *Sessions) CompleteStep(ctx context.Context, stepToken, step string, l Login) (*TokenPair, error) {
+	if _, err := cleanExtra(l.Extra, MaxExtraSize); err != nil { // before the token is used up
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
 	c, err := s.ver.consume(ctx, stepToken, Step, step)
 	if err != nil {
 		return nil, err
@@ -340,6 +385,26 @@ func (s *Sessions) machine(c Claims, clientID string) (*TokenPair, error) {
 // is a function of those, so a repeated rotation (grace, retry) re-mints
 // the same successor.
 func (s *Sessions) mintPair(facts Claims, sid JTI, r Rotated) (*TokenPair, error) {
+	aid, err := s.iss.newJTI()
+	if err != nil {
+		return nil, err
+	}
+	rc, ac := s.pairClaims(&facts, sid, r, aid, s.iss.now())
+	limit := s.ver.cfg.MaxTokenSize
+	rt, rclaims, err := s.iss.sign(Refresh, &rc, limit)
+	if err != nil {
+		return nil, err
+	}
+	at, aclaims, err := s.iss.sign(Access, &ac, limit)
+	if err != nil {
+		return nil, err
+	}
+	return &TokenPair{AccessToken: at, RefreshToken: rt, Access: aclaims, Refresh: rclaims}, nil
+}
+
+// pairClaims returns the claims of the refresh token of a family at r and
+// of an access token with jti aid minted at now.
+func (s *Sessions) pairClaims(facts *Claims, sid JTI, r Rotated, aid JTI, now time.Time) (rc, ac Claims) {
 	base := Claims{
 		Issuer:     s.iss.cfg.Issuer,
 		Subject:    facts.Subject,
@@ -351,27 +416,43 @@ func (s *Sessions) mintPair(facts Claims, sid JTI, r Rotated) (*TokenPair, error
 		Session:    sid.String(),
 		Generation: r.Generation,
 		sid:        sid,
+		Extra:      facts.Extra,
 	}
-	rc := base
+	rc = base
 	rc.Audience = []string{s.iss.cfg.Issuer}
 	rc.ID, rc.IssuedAt = r.Next, r.At
 	rc.ExpiresAt = minTime(r.ExpiresAt, r.At.Add(s.cfg.IdleTimeout))
-	rt, rclaims, err := s.iss.sign(Refresh, &rc)
-	if err != nil {
-		return nil, err
-	}
-	ac := base
+	ac = base
 	ac.Audience = s.cfg.Audience
-	if ac.ID, err = s.iss.newJTI(); err != nil {
-		return nil, err
+	ac.ID, ac.IssuedAt = aid, now
+	ac.ExpiresAt = minTime(r.ExpiresAt, now.Add(s.iss.cfg.AccessTTL))
+	return rc, ac
+}
+
+// fits refuses, with ErrConfig and before anything is written, facts whose
+// pair at generation gen would not be valid UTF-8 or would be longer than
+// the Verifier accepts. Every jti has one length and times have ten
+// digits, so the stand-ins below measure what mintPair will sign.
+func (s *Sessions) fits(facts *Claims, gen uint64) error {
+	if err := facts.checkText(); err != nil {
+		return fmt.Errorf("%w: claim text must be valid UTF-8", err)
 	}
-	ac.IssuedAt = s.iss.now()
-	ac.ExpiresAt = minTime(r.ExpiresAt, ac.IssuedAt.Add(s.iss.cfg.AccessTTL))
-	at, aclaims, err := s.iss.sign(Access, &ac)
-	if err != nil {
-		return nil, err
+	now := s.iss.now()
+	probe := *facts
+	if probe.AuthTime.IsZero() {
+		probe.AuthTime = now // as Login and Renew will set it
 	}
-	return &TokenPair{AccessToken: at, RefreshToken: rt, Access: aclaims, Refresh: rclaims}, nil
+	rc, ac := s.pairClaims(&probe, JTI{}, Rotated{Generation: gen, At: now, ExpiresAt: now.Add(s.cfg.Lifetime)}, JTI{}, now)
+	key, limit := s.iss.keys.Signer(), s.ver.cfg.MaxTokenSize
+	for _, p := range [...]struct {
+		t TokenType
+		c *Claims
+	}{{Refresh, &rc}, {Access, &ac}} {
+		if n := tokenLen(key, p.t, len(appendClaims(nil, p.c))); n > limit {
+			return fmt.Errorf("%w: its %v token would be %d bytes, more than the Verifier's MaxTokenSize of %d", ErrConfig, p.t, n, limit)
+		}
+	}
+	return nil
 }
 
 func minTime(a, b time.Time) time.Time {
