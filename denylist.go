@@ -11,11 +11,13 @@ import (
 // Store must be a SessionStore); revoking any other token makes that token
 // dead. Either holds on every verifier sharing the Store, from the moment
 // Revoke returns nil until the token would have expired. The token must be
-// authentic (signature, issuer, audience, lifetime) so that forged tokens
-// cannot fill the store, but may have expired; a token that does not verify
-// returns its *Error, which an RFC 7009 endpoint still answers with 200.
+// authentic (signature, issuer, lifetime) so that forged tokens cannot fill
+// the store, but may be for any audience of the issuer (the issuer revokes
+// for every resource server) and may have expired; a token that does not
+// verify returns its *Error, which an RFC 7009 endpoint still answers with
+// 200.
 func (v *Verifier) Revoke(ctx context.Context, token string) error {
-	c, err := v.authentic(ctx, token)
+	c, err := v.authentic(ctx, token, 0)
 	if err != nil {
 		return err
 	}
@@ -39,15 +41,16 @@ func (v *Verifier) revokeAuthentic(ctx context.Context, c *Claims) error {
 }
 
 // authentic verifies token's signature and its claims that do not change
-// with time, whatever its class: for revocation and logout, which must work
-// on expired tokens too.
-func (v *Verifier) authentic(ctx context.Context, token string) (*Claims, error) {
+// with time, of class want (any when 0) and for any audience: for
+// revocation, logout and introspection, which the issuer serves for every
+// resource server, and which must work on expired tokens too.
+func (v *Verifier) authentic(ctx context.Context, token string, want TokenType) (*Claims, error) {
 	if len(token) > v.cfg.MaxTokenSize {
 		return nil, reject(ErrTokenTooLarge)
 	}
-	c, _, err := v.parse(ctx, token, 0)
+	c, _, err := v.parse(ctx, token, want)
 	if err == nil {
-		err = v.checkClaims(c)
+		err = v.checkIssued(c)
 	}
 	if err != nil {
 		return nil, reject(err)

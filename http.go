@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -511,7 +512,14 @@ func clientCredentials(r *http.Request) (id, secret string, err error) {
 	case basic && (fid != "" || fsecret != ""):
 		return "", "", invalidRequest("client credentials given twice")
 	case basic:
-		return bid, bsecret, nil
+		// RFC 6749 section 2.3.1: both are form-urlencoded before Basic
+		// encoding (as golang.org/x/oauth2 sends them).
+		id, err1 := url.QueryUnescape(bid)
+		secret, err2 := url.QueryUnescape(bsecret)
+		if err1 != nil || err2 != nil {
+			return "", "", invalidRequest("malformed client credentials")
+		}
+		return id, secret, nil
 	}
 	return fid, fsecret, nil
 }
@@ -737,7 +745,7 @@ func (e *RevocationEndpoint) revoke(w http.ResponseWriter, r *http.Request) erro
 	if tok == "" {
 		return invalidRequest("token is required")
 	}
-	c, err := e.Verifier.authentic(r.Context(), tok)
+	c, err := e.Verifier.authentic(r.Context(), tok, 0)
 	if err != nil {
 		return err
 	}

@@ -539,3 +539,42 @@ func TestVerifierPing(t *testing.T) {
 	f := newFixture(t)
 	assert.NoError(t, f.ver.Ping(context.Background()), "the memory store is always ready")
 }
+
+// TestClientSecretsFormEncoded: HTTP Basic client credentials are
+// form-urlencoded first (RFC 6749 section 2.3.1), as golang.org/x/oauth2
+// sends them, so secrets with any characters work.
+func TestClientSecretsFormEncoded(t *testing.T) {
+	f := newFixture(t)
+	const id, secret = "app:1", "s+/= é"
+	e := &jtiguard.RevocationEndpoint{Verifier: f.ver, Clients: func(_ context.Context, i, s string) bool { return i == id && s == secret }}
+	tok, _ := f.access(t)
+	post := func(user, pass string) int {
+		r := postForm(url.Values{"token": {tok}}.Encode())
+		r.SetBasicAuth(user, pass)
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, r)
+		return rec.Code
+	}
+	assert.Equal(t, http.StatusUnauthorized, post("app%3A1", secret), "a secret sent raw, not form-encoded")
+	assert.Equal(t, http.StatusBadRequest, post("app", "50%"), "malformed encoding")
+	assert.Equal(t, http.StatusOK, post(url.QueryEscape(id), url.QueryEscape(secret)))
+	_, err := f.ver.Verify(context.Background(), tok)
+	assert.ErrorIs(t, err, jtiguard.ErrRevoked)
+}
+
+// TestRevokeAnyAudience: the issuer revokes tokens of every audience it
+// mints for, not only its own Verifier's: a resource server sharing the
+// store refuses them from then on.
+func TestRevokeAnyAudience(t *testing.T) {
+	f := newFixture(t)
+	tok, _, err := f.issuer.Access(jtiguard.Claims{Subject: "alice", Audience: []string{"https://orders.example.com"}})
+	require.NoError(t, err)
+	orders, err := jtiguard.NewVerifier(f.keys, jtiguard.VerifierConfig{Issuer: testIssuer, Audience: "https://orders.example.com", Store: f.store, Now: f.clock.Now, Logger: quiet})
+	require.NoError(t, err)
+	t.Cleanup(orders.Close)
+	_, err = orders.Verify(context.Background(), tok)
+	require.NoError(t, err)
+	require.NoError(t, f.ver.Revoke(context.Background(), tok), "the issuer's verifier is for another audience")
+	_, err = orders.Verify(context.Background(), tok)
+	assert.ErrorIs(t, err, jtiguard.ErrRevoked)
+}

@@ -325,7 +325,7 @@ func (s *Sessions) CompleteStep(ctx context.Context, stepToken, step string, l L
 // expired): its tokens are rejected from the moment Logout returns. A
 // token of no family, or one that does not verify, returns its error.
 func (s *Sessions) Logout(ctx context.Context, token string) error {
-	c, err := s.ver.authentic(ctx, token)
+	c, err := s.ver.authentic(ctx, token, 0)
 	if err != nil {
 		return err
 	}
@@ -353,7 +353,7 @@ func (s *Sessions) LogoutAll(ctx context.Context, subject string) (int, error) {
 // endPresented ends the family of a token presented at login, if it is
 // authentic and has one; anything else presented is ignored.
 func (s *Sessions) endPresented(ctx context.Context, token string) error {
-	c, err := s.ver.authentic(ctx, token)
+	c, err := s.ver.authentic(ctx, token, 0)
 	if err != nil || c.sid.IsZero() {
 		return nil
 	}
