@@ -97,9 +97,12 @@
 // privilege changes (Renew), step tokens and logout on top of the Issuer and
 // Verifier. Guard is net/http middleware that rejects by default (bearer
 // token from the Authorization header only, or from cookies with a CSRF
-// check), and TokenEndpoint, RevocationEndpoint and JWKSHandler serve the
-// OAuth endpoints. The MemoryStore protects one process; the redisstore
-// module (its own module, so this one never pulls go-redis) shares the state
-// among replicas with one round trip per verification. Every store passes
-// the storetest conformance suite.
+// check), and TokenEndpoint, RevocationEndpoint, IntrospectionEndpoint and
+// JWKSHandler serve the OAuth endpoints. The MemoryStore protects one
+// process; the redisstore module (its own module, so this one never pulls
+// go-redis) shares the state among replicas with one round trip per
+// verification. A resource server that cannot reach the store follows the
+// issuer's JWKS (NewRemoteKeys) and asks its introspection endpoint
+// (NewIntrospectionStore). Every store passes the storetest conformance
+// suite.
 package jtiguard
