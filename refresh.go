@@ -83,6 +83,9 @@ func NewSessions(iss *Issuer, ver *Verifier, cfg SessionConfig) (*Sessions, erro
 	if iss.cfg.Issuer != ver.cfg.Issuer {
 		return nil, fmt.Errorf("%w: Issuer and Verifier disagree on the issuer", ErrConfig)
 	}
+	if err := sameClock("the Issuer's", iss.cfg.Now, ver.cfg.Now, ver.cfg.Leeway); err != nil {
+		return nil, err
+	}
 	if _, ok := ver.keys.Key(iss.keys.Signer().kid); !ok {
 		return nil, fmt.Errorf("%w: the Verifier's keys do not hold the Issuer's signer", ErrConfig)
 	}

@@ -523,3 +523,23 @@ func TestForeignStoreSaysSo(t *testing.T) {
 	_, err = sf.ver.Verify(context.Background(), p.AccessToken)
 	require.ErrorIs(t, err, jtiguard.ErrSessionEnded)
 }
+
+// TestOneClock: a fake clock given to one part of a deployment and not to
+// another is refused at construction, with a clear error, instead of
+// making every token fail later as issued before the store.
+func TestOneClock(t *testing.T) {
+	f := newFixture(t) // everything on the fixture's clock, days before now
+	realStore, err := jtiguard.NewMemoryStore(jtiguard.MemoryConfig{})
+	require.NoError(t, err)
+	_, err = jtiguard.NewVerifier(f.keys, jtiguard.VerifierConfig{Issuer: testIssuer, Audience: testAudience, Store: realStore, Now: f.clock.Now})
+	require.ErrorIs(t, err, jtiguard.ErrConfig)
+	assert.Contains(t, err.Error(), "same Now")
+
+	realIssuer, err := jtiguard.NewIssuer(f.keys, jtiguard.IssuerConfig{Issuer: testIssuer})
+	require.NoError(t, err)
+	_, err = jtiguard.NewSessions(realIssuer, f.ver, jtiguard.SessionConfig{})
+	require.ErrorIs(t, err, jtiguard.ErrConfig)
+
+	_, err = jtiguard.NewSessions(f.issuer, f.ver, jtiguard.SessionConfig{})
+	require.NoError(t, err, "one clock everywhere")
+}

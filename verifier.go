@@ -118,6 +118,13 @@ func NewVerifier(keys *KeySet, cfg VerifierConfig) (*Verifier, error) {
 		}
 		cfg.Store = s
 	}
+	if ms, ok := cfg.Store.(*MemoryStore); ok {
+		// One clock: a fake clock given to the Verifier but not to its
+		// store would refuse every token as issued before the store.
+		if err := sameClock("the MemoryStore's", ms.now, cfg.Now, cfg.Leeway); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -133,6 +140,17 @@ func NewVerifier(keys *KeySet, cfg VerifierConfig) (*Verifier, error) {
 		v.cache = c
 	}
 	return v, nil
+}
+
+// sameClock refuses two clocks of one deployment that read further apart
+// than leeway: the usual cause is a fake clock given to one part and not
+// another, which otherwise shows up later as tokens refused for no visible
+// reason.
+func sameClock(what string, a, b func() time.Time, leeway time.Duration) error {
+	if d := a().Sub(b()); d.Abs() > leeway {
+		return fmt.Errorf("%w: %s clock reads %v from the Verifier's: give both the same Now", ErrConfig, what, d.Round(time.Second))
+	}
+	return nil
 }
 
 // Close stops the verified-token cache. The Verifier must not be used after.
