@@ -2,7 +2,11 @@
 // refresh_token grants, with a small protected API, built on jtiguard: the
 // example that shows the whole library at work. It runs on the in-memory
 // store, or on Redis with -redis so that several instances (sharing one
-// -key-file) act as one.
+// -key-file or -key-dir) act as one. Resource servers verify its access
+// tokens from its JWKS and ask about them at its introspection endpoint
+// (RFC 7662), or read its state in the shared Redis: see
+// examples/resourceserver. With -key-dir its keys are rotated without a
+// restart.
 //
 // The password grant is deprecated for new designs (RFC 9700); it is here
 // because many servers still run it, and jtiguard makes the rest of such an
@@ -11,19 +15,22 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/jtiguard/jtiguard/examples/passwordflow/tokenserver"
 )
 
 func main() {
@@ -38,8 +45,11 @@ func run(args []string, out io.Writer) error {
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
 	redisAddr := fs.String("redis", "", "Redis address (host:port); empty: the in-memory store")
 	keyFile := fs.String("key-file", "passwordflow-key.pem", "signing key (PEM or JWK); an Ed25519 key is created if missing; share it between replicas")
+	keyDir := fs.String("key-dir", "", "key directory (*.pem, *.jwk, and \"active\" naming the signer's file), read again every 30 s: keys rotate without a restart; created with one key if empty; replaces -key-file")
 	users := fs.String("users", "alice:secret", "comma-separated user:password pairs")
 	client := fs.String("client", "demo-client:demo-secret", "the OAuth client, id:secret")
+	rsClients := fs.String("rs-client", "orders-api:orders-secret", "comma-separated id:secret pairs of resource servers allowed to introspect tokens (POST /introspect); empty: none")
+	rsAudiences := fs.String("rs-audience", "https://orders.example.com", "comma-separated resource server identifiers added to the aud of access tokens, after ISSUER/api")
 	mfaCode := fs.String("mfa-code", "123456", "the demo second factor")
 	accessTTL := fs.Duration("access-ttl", 5*time.Minute, "access token lifetime")
 	grace := fs.Duration("refresh-grace", 0, "refresh token grace window (0: the library default, 10s; negative: off; at most 60s)")
@@ -47,21 +57,34 @@ func run(args []string, out io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg := Config{
-		Users:        map[string]string{},
+	cfg := tokenserver.Config{
 		MFACode:      *mfaCode,
 		AccessTTL:    *accessTTL,
 		RefreshGrace: *grace,
 		KeyFile:      *keyFile,
+		KeyDir:       *keyDir,
 		RedisAddr:    *redisAddr,
 		Logger:       slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	}
-	for _, pair := range strings.Split(*users, ",") {
-		u, p, ok := strings.Cut(pair, ":")
-		if !ok || u == "" || p == "" {
-			return fmt.Errorf("-users: want user:password, got %q", pair)
+	keyFileSet := false
+	fs.Visit(func(f *flag.Flag) { keyFileSet = keyFileSet || f.Name == "key-file" })
+	if keyFileSet && *keyDir != "" {
+		return fmt.Errorf("-key-dir: give it or -key-file, not both")
+	}
+	var err error
+	if cfg.Users, err = pairs("-users", "user:password", *users); err != nil {
+		return err
+	}
+	if len(cfg.Users) == 0 {
+		return fmt.Errorf("-users: give at least one user:password")
+	}
+	if cfg.ResourceServers, err = pairs("-rs-client", "id:secret", *rsClients); err != nil {
+		return err
+	}
+	for a := range strings.SplitSeq(*rsAudiences, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			cfg.ResourceAudiences = append(cfg.ResourceAudiences, a)
 		}
-		cfg.Users[u] = p
 	}
 	var ok bool
 	if cfg.ClientID, cfg.ClientSecret, ok = strings.Cut(*client, ":"); !ok || cfg.ClientID == "" {
@@ -79,7 +102,7 @@ func run(args []string, out io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv, err := NewServer(ctx, cfg)
+	srv, err := tokenserver.NewServer(ctx, cfg)
 	if err != nil {
 		ln.Close()
 		return err
@@ -107,14 +130,27 @@ func run(args []string, out io.Writer) error {
 	}
 }
 
-func walkthrough(base string, cfg Config) string {
-	var user, pass string
-	for u, p := range cfg.Users {
-		user, pass = u, p
-		break
+// pairs reads a comma-separated list of name:secret pairs; empty is none.
+func pairs(flagName, want, list string) (map[string]string, error) {
+	m := map[string]string{}
+	if list == "" {
+		return m, nil
 	}
+	for pair := range strings.SplitSeq(list, ",") {
+		k, v, ok := strings.Cut(pair, ":")
+		if !ok || k == "" || v == "" {
+			return nil, fmt.Errorf("%s: want %s, got %q", flagName, want, pair)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+func walkthrough(base string, cfg tokenserver.Config) string {
+	user := slices.Sorted(maps.Keys(cfg.Users))[0]
+	pass := cfg.Users[user]
 	c := cfg.ClientID + ":" + cfg.ClientSecret
-	return fmt.Sprintf(`Try it (jq extracts the fields):
+	s := fmt.Sprintf(`Try it (jq extracts the fields):
 
   # log in: password grant, client authenticated with HTTP Basic
   TOKENS=$(curl -s -u %[2]s -d grant_type=password -d username=%[3]s -d password=%[4]s %[1]s/token)
@@ -149,8 +185,13 @@ func walkthrough(base string, cfg Config) string {
   AT=$(curl -s -u %[2]s -d grant_type=password -d username=%[3]s -d password=%[4]s %[1]s/token | jq -r .access_token)
   curl -s -X POST -H "Authorization: Bearer $AT" %[1]s/logout-all              # every session of %[3]s
   curl -s %[1]s/.well-known/jwks.json
-
 `, base, c, user, pass, cfg.MFACode)
+	if len(cfg.ResourceServers) > 0 {
+		rs := slices.Sorted(maps.Keys(cfg.ResourceServers))[0]
+		s += fmt.Sprintf(`
+  # introspection (RFC 7662), for resource servers (examples/resourceserver): inactive after the logout-all
+  curl -s -u %[2]s:%[3]s -d token=$AT %[1]s/introspect
+`, base, rs, cfg.ResourceServers[rs])
+	}
+	return s + "\n"
 }
-
-func jsonEncode(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }

@@ -1,4 +1,4 @@
-package main
+package tokenserver
 
 import (
 	"context"
@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -38,17 +40,25 @@ func instance(t *testing.T, keyFile, redisAddr string) string {
 
 func newServer(t *testing.T, keyFile, redisAddr string) *Server {
 	t.Helper()
-	srv, err := NewServer(context.Background(), Config{
-		Issuer:       testIssuer,
-		Users:        map[string]string{"alice": "secret", "bob": "hunter2"},
-		ClientID:     "demo-client",
-		ClientSecret: "demo-secret",
-		MFACode:      "123456",
-		AccessTTL:    5 * time.Minute,
-		KeyFile:      keyFile,
-		RedisAddr:    redisAddr,
-		Logger:       slog.New(slog.DiscardHandler),
-	})
+	return newServerWith(t, func(c *Config) { c.KeyFile, c.RedisAddr = keyFile, redisAddr })
+}
+
+// newServerWith starts a server on the test configuration as edit changes
+// it.
+func newServerWith(t *testing.T, edit func(*Config)) *Server {
+	t.Helper()
+	cfg := Config{
+		Issuer:          testIssuer,
+		Users:           map[string]string{"alice": "secret", "bob": "hunter2"},
+		ClientID:        "demo-client",
+		ClientSecret:    "demo-secret",
+		ResourceServers: map[string]string{"orders-api": "orders-secret"},
+		MFACode:         "123456",
+		AccessTTL:       5 * time.Minute,
+		Logger:          slog.New(slog.DiscardHandler),
+	}
+	edit(&cfg)
+	srv, err := NewServer(context.Background(), cfg)
 	require.NoError(t, err)
 	t.Cleanup(srv.Close)
 	return srv
@@ -445,4 +455,140 @@ func TestHTTPServerTimeouts(t *testing.T) {
 	assert.GreaterOrEqual(t, hs.ReadTimeout, hs.ReadHeaderTimeout)
 	assert.Positive(t, hs.IdleTimeout)
 	assert.Greater(t, hs.WriteTimeout, requestTimeout)
+}
+
+// TestIntrospection: resource servers, and only they, learn whether an
+// access token is active; the token's aud names them as configured.
+func TestIntrospection(t *testing.T) {
+	srv := newServerWith(t, func(c *Config) {
+		c.KeyFile = filepath.Join(t.TempDir(), "key.pem")
+		c.ResourceAudiences = []string{"https://orders.example.com"}
+	})
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	at, rt := login(t, ts.URL, "alice", "secret")
+
+	introspect := func(id, secret, token string) reply {
+		t.Helper()
+		req, err := http.NewRequest("POST", ts.URL+"/introspect", strings.NewReader(url.Values{"token": {token}}.Encode()))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(id, secret)
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		r := reply{status: res.StatusCode, header: res.Header}
+		require.NoError(t, json.NewDecoder(res.Body).Decode(&r.body))
+		return r
+	}
+	r := introspect("orders-api", "orders-secret", at)
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	assert.Equal(t, true, r.body["active"])
+	assert.Equal(t, "alice", r.str("sub"))
+	assert.Equal(t, []any{testIssuer + "/api", "https://orders.example.com"}, r.body["aud"])
+	assert.Equal(t, map[string]any{"active": false}, introspect("orders-api", "orders-secret", rt).body, "refresh tokens are never active")
+
+	for _, c := range [][2]string{{"orders-api", "wrong"}, {"demo-client", "demo-secret"}, {"nobody", ""}} {
+		r := introspect(c[0], c[1], at)
+		assert.Equal(t, http.StatusUnauthorized, r.status, c[0])
+		assert.Equal(t, "invalid_client", r.str("error"), c[0])
+	}
+	pw := url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {"secret"},
+		"client_id": {"orders-api"}, "client_secret": {"orders-secret"}}
+	assert.Equal(t, "invalid_client", call(t, ts.URL, "POST", "/token", pw, "", false).str("error"), "a resource server is no OAuth client")
+
+	assert.Equal(t, http.StatusOK, call(t, ts.URL, "POST", "/revoke", url.Values{"token": {at}}, "", true).status)
+	assert.Equal(t, map[string]any{"active": false}, introspect("orders-api", "orders-secret", at).body)
+}
+
+// TestKeyDirRotation: a key added to the directory is published, signs
+// once "active" names it and the keys are read again, and the tokens of the
+// previous key stay valid until its file is removed; no restart.
+func TestKeyDirRotation(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys")
+	srv := newServerWith(t, func(c *Config) { c.KeyDir = dir })
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	old, _ := login(t, ts.URL, "alice", "secret")
+	oldKID := kid(t, old)
+	require.Len(t, fetchJWKS(t, ts.URL).Keys, 1)
+
+	// 1. Add: published, not signing.
+	next := must(jtiguard.GenerateKey("", jtiguard.EdDSA))
+	require.NoError(t, jtiguard.WriteKeyFile(filepath.Join(dir, "next.pem"), next))
+	writeActive(t, dir, "initial.pem")
+	require.NoError(t, srv.ReloadKeys())
+	set := fetchJWKS(t, ts.URL)
+	assert.Len(t, set.Key(next.KID()), 1)
+	at, _ := login(t, ts.URL, "alice", "secret")
+	assert.Equal(t, oldKID, kid(t, at))
+
+	// 2. Rotate.
+	writeActive(t, dir, "next.pem")
+	require.NoError(t, srv.ReloadKeys())
+	at, _ = login(t, ts.URL, "alice", "secret")
+	assert.Equal(t, next.KID(), kid(t, at))
+	assert.Equal(t, http.StatusOK, call(t, ts.URL, "GET", "/me", nil, at, false).status)
+	assert.Equal(t, http.StatusOK, call(t, ts.URL, "GET", "/me", nil, old, false).status, "the old key still verifies")
+
+	// 3. Retire.
+	require.NoError(t, os.Remove(filepath.Join(dir, "initial.pem")))
+	require.NoError(t, srv.ReloadKeys())
+	assert.Equal(t, http.StatusUnauthorized, call(t, ts.URL, "GET", "/me", nil, old, false).status)
+	set = fetchJWKS(t, ts.URL)
+	assert.Empty(t, set.Key(oldKID))
+
+	// A directory the server cannot read keeps the last good keys.
+	writeActive(t, dir, "missing.pem")
+	require.Error(t, srv.ReloadKeys())
+	assert.Equal(t, http.StatusOK, call(t, ts.URL, "GET", "/me", nil, at, false).status)
+
+	fileOnly := newServer(t, filepath.Join(t.TempDir(), "key.pem"), "")
+	assert.Error(t, fileOnly.ReloadKeys(), "a key file is not reloaded")
+}
+
+// TestKeyDirShared: servers started at once on one empty directory share
+// one key.
+func TestKeyDirShared(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys")
+	var wg sync.WaitGroup
+	srvs := make([]*Server, 4)
+	for i := range srvs {
+		wg.Go(func() {
+			srv, err := NewServer(context.Background(), Config{Issuer: testIssuer, KeyDir: dir, Logger: slog.New(slog.DiscardHandler)})
+			if assert.NoError(t, err) {
+				srvs[i] = srv
+				t.Cleanup(srv.Close)
+			}
+		})
+	}
+	wg.Wait()
+	for _, srv := range srvs[1:] {
+		require.NotNil(t, srv)
+		assert.Equal(t, srvs[0].keys.Signer().KID(), srv.keys.Signer().KID())
+	}
+}
+
+// writeActive names the signer's file in dir's "active", replacing it in
+// one step as KeyDir asks.
+func writeActive(t *testing.T, dir, name string) {
+	t.Helper()
+	tmp := filepath.Join(dir, ".active")
+	require.NoError(t, os.WriteFile(tmp, []byte(name+"\n"), 0o600))
+	require.NoError(t, os.Rename(tmp, filepath.Join(dir, "active")))
+}
+
+// kid is the kid in a token's header.
+func kid(t *testing.T, token string) string {
+	t.Helper()
+	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.EdDSA})
+	require.NoError(t, err)
+	return jws.Signatures[0].Header.KeyID
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

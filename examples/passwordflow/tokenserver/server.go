@@ -1,12 +1,20 @@
-package main
+// Package tokenserver is the passwordflow example's server: an OAuth 2.0
+// token server for the password and refresh_token grants, with a small
+// protected API, token revocation (RFC 7009) and introspection (RFC 7662)
+// for resource servers. It is a package of its own so that the resource
+// server's tests (examples/resourceserver) run it in process.
+package tokenserver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -22,18 +30,34 @@ type Config struct {
 	Users        map[string]string // username -> password
 	ClientID     string
 	ClientSecret string
-	MFACode      string
-	AccessTTL    time.Duration
-	RefreshGrace time.Duration
-	KeyFile      string // the signing key (PEM or JWK); an Ed25519 key is created if missing
-	RedisAddr    string // empty: the in-memory store
-	Logger       *slog.Logger
+	// ResourceServers are the clients of POST /introspect, id -> secret:
+	// resource servers that verify this server's access tokens without its
+	// store. They are not clients of /token or /revoke, nor is the OAuth
+	// client one of /introspect.
+	ResourceServers map[string]string
+	// ResourceAudiences are added to the aud of every access token, after
+	// Issuer+"/api" (this server's own API): the identifiers of the resource
+	// servers that accept them.
+	ResourceAudiences []string
+	MFACode           string
+	AccessTTL         time.Duration
+	RefreshGrace      time.Duration
+	// KeyFile is the signing key (PEM or JWK); an Ed25519 key is created if
+	// missing. Ignored when KeyDir is set.
+	KeyFile string
+	// KeyDir, if set, is a key directory (see jtiguard.KeyDir), created
+	// with one Ed25519 key if it holds none, read again every 30 s and at
+	// ReloadKeys: keys are added, rotated and retired without a restart.
+	KeyDir    string
+	RedisAddr string // empty: the in-memory store
+	Logger    *slog.Logger
 }
 
 // Server is the password-flow token server and its small API.
 type Server struct {
 	cfg      Config
 	keys     *jtiguard.KeySet
+	keyDir   *jtiguard.KeyDir // nil with a KeyFile
 	issuer   *jtiguard.Issuer
 	verifier *jtiguard.Verifier
 	sessions *jtiguard.Sessions
@@ -47,6 +71,10 @@ const (
 	scopesAllowed = "read write"
 	purpose       = "transfer"
 )
+
+// RedisPrefix starts every key of the server's state in Redis: a resource
+// server that reads that state (redisstore) gives the same Prefix.
+const RedisPrefix = "passwordflow:"
 
 // The server's deadlines. Each request is answered within requestTimeout of
 // its headers, store calls included; the http.Server's own timeouts bound
@@ -70,19 +98,17 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{cfg: cfg, mux: http.NewServeMux()}
-	key, err := loadOrCreateKey(cfg.KeyFile)
-	if err != nil {
-		return nil, err
-	}
-	if s.keys, err = jtiguard.NewKeySet(key); err != nil {
+	if err := s.openKeys(); err != nil {
+		s.Close()
 		return nil, err
 	}
 	var store jtiguard.Store
 	if cfg.RedisAddr != "" {
 		rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, ContextTimeoutEnabled: true})
-		rs, err := redisstore.New(ctx, redisstore.Config{Client: rdb, Prefix: "passwordflow:"})
+		rs, err := redisstore.New(ctx, redisstore.Config{Client: rdb, Prefix: RedisPrefix})
 		if err != nil {
 			rdb.Close()
+			s.Close()
 			return nil, err
 		}
 		s.closers = append(s.closers, func() { rs.Close(); rdb.Close() })
@@ -90,11 +116,14 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	} else {
 		ms, err := jtiguard.NewMemoryStore(jtiguard.MemoryConfig{})
 		if err != nil {
+			s.Close()
 			return nil, err
 		}
 		store = ms
 	}
+	var err error
 	if s.issuer, err = jtiguard.NewIssuer(s.keys, jtiguard.IssuerConfig{Issuer: cfg.Issuer, AccessTTL: cfg.AccessTTL}); err != nil {
+		s.Close()
 		return nil, err
 	}
 	s.verifier, err = jtiguard.NewVerifier(s.keys, jtiguard.VerifierConfig{
@@ -109,7 +138,10 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.closers = append(s.closers, s.verifier.Close)
-	if s.sessions, err = jtiguard.NewSessions(s.issuer, s.verifier, jtiguard.SessionConfig{RefreshGrace: cfg.RefreshGrace}); err != nil {
+	if s.sessions, err = jtiguard.NewSessions(s.issuer, s.verifier, jtiguard.SessionConfig{
+		Audience:     append([]string{cfg.Issuer + "/api"}, cfg.ResourceAudiences...),
+		RefreshGrace: cfg.RefreshGrace,
+	}); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -119,7 +151,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Close releases the store and the verifier.
+// Close releases the store, the verifier and the key directory.
 func (s *Server) Close() {
 	for i := len(s.closers) - 1; i >= 0; i-- {
 		s.closers[i]()
@@ -176,6 +208,7 @@ func (s *Server) routes() {
 		Realm:    "passwordflow",
 	})
 	s.mux.Handle("POST /revoke", &jtiguard.RevocationEndpoint{Verifier: s.verifier, Clients: clients, Realm: "passwordflow"})
+	s.mux.Handle("POST /introspect", &jtiguard.IntrospectionEndpoint{Verifier: s.verifier, Clients: s.resourceServer, Realm: "passwordflow"})
 	s.mux.Handle("GET /.well-known/jwks.json", jtiguard.JWKSHandler(s.keys, 5*time.Minute))
 	s.mux.Handle("GET /me", s.guard.Authenticate(http.HandlerFunc(s.me)))
 	s.mux.Handle("POST /mfa", s.guard.Authenticate(http.HandlerFunc(s.mfa)))
@@ -196,6 +229,14 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// resourceServer authenticates a client of the introspection endpoint:
+// only resource servers may ask, so that it is no oracle for whoever found
+// a token. The secret is compared in constant time, an unknown id's too.
+func (s *Server) resourceServer(_ context.Context, id, secret string) bool {
+	want, ok := s.cfg.ResourceServers[id]
+	return jtiguard.SecretsEqual(secret, want) && ok && want != ""
 }
 
 // checkPassword is the password grant's credential check: the part a real
@@ -225,7 +266,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_ = jsonEncode(w, v)
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 func (s *Server) me(w http.ResponseWriter, r *http.Request) {
@@ -306,6 +347,65 @@ func (s *Server) logoutAll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "logged out", "sessions": n})
+}
+
+// openKeys loads the signing keys: from the key directory, or else from
+// the key file.
+func (s *Server) openKeys() error {
+	if s.cfg.KeyDir == "" {
+		key, err := loadOrCreateKey(s.cfg.KeyFile)
+		if err == nil {
+			s.keys, err = jtiguard.NewKeySet(key)
+		}
+		return err
+	}
+	if err := createKeyDir(s.cfg.KeyDir); err != nil {
+		return err
+	}
+	d, err := jtiguard.OpenKeyDir(s.cfg.KeyDir, jtiguard.KeyDirConfig{Logger: s.cfg.Logger})
+	if err != nil {
+		return err
+	}
+	s.keyDir, s.keys = d, d.Keys()
+	s.closers = append(s.closers, d.Close)
+	return nil
+}
+
+// ReloadKeys reads the key directory now rather than at its next read
+// (every 30 s): after an operator added, rotated or retired a key. On error
+// the keys are unchanged.
+func (s *Server) ReloadKeys() error {
+	if s.keyDir == nil {
+		return errors.New("no key directory to reload: the server reads one key file")
+	}
+	return s.keyDir.Reload()
+}
+
+// createKeyDir creates the key directory at path with one Ed25519 key,
+// initial.pem, unless it holds a key already. Replicas started at once on
+// one empty directory all write that one name, and WriteKeyFile never
+// replaces a file, so they share the first one's key.
+func createKeyDir(path string) error {
+	if err := os.MkdirAll(path, 0o700); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(path)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if n := e.Name(); !strings.HasPrefix(n, ".") && (strings.HasSuffix(n, ".pem") || strings.HasSuffix(n, ".jwk")) {
+			return nil
+		}
+	}
+	key, err := jtiguard.GenerateKey("", jtiguard.EdDSA)
+	if err != nil {
+		return err
+	}
+	if err := jtiguard.WriteKeyFile(filepath.Join(path, "initial.pem"), key); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return nil
 }
 
 // loadOrCreateKey reads the key in path (PEM or JWK), creating an Ed25519
