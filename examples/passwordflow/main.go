@@ -45,7 +45,7 @@ func run(args []string, out io.Writer) error {
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
 	redisAddr := fs.String("redis", "", "Redis address (host:port); empty: the in-memory store")
 	keyFile := fs.String("key-file", "passwordflow-key.pem", "signing key (PEM or JWK); an Ed25519 key is created if missing; share it between replicas")
-	keyDir := fs.String("key-dir", "", "key directory (*.pem, *.jwk, and \"active\" naming the signer's file), read again every 30 s: keys rotate without a restart; created with one key if empty; replaces -key-file")
+	keyDir := fs.String("key-dir", "", "key directory (*.pem, *.jwk, and \"active\" naming the signer's file), read again every 30 s: keys rotate without a restart; if it holds no key, one is created (initial.pem) and named in \"active\"; replaces -key-file")
 	users := fs.String("users", "alice:secret", "comma-separated user:password pairs")
 	client := fs.String("client", "demo-client:demo-secret", "the OAuth client, id:secret")
 	rsClients := fs.String("rs-client", "orders-api:orders-secret", "comma-separated id:secret pairs of resource servers allowed to introspect tokens (POST /introspect); empty: none")

@@ -171,13 +171,14 @@ func startTokenServer(t *testing.T, n network, redisAddr string, audiences ...st
 }
 
 // addKey is step 1 of a rotation: a new key in the directory, published
-// but not signing ("active" names the current one), read at once.
+// but not signing (the "active" file the server created names the first
+// key), read at once.
 func (ts *tokenServer) addKey(t *testing.T) *jtiguard.Key {
 	t.Helper()
 	k, err := jtiguard.GenerateKey("", jtiguard.EdDSA)
 	require.NoError(t, err)
 	require.NoError(t, jtiguard.WriteKeyFile(filepath.Join(ts.keyDir, "next.pem"), k))
-	ts.writeActive(t, "initial.pem")
+	require.NoError(t, ts.ReloadKeys()) // or wait for the directory's next read, within 30 s
 	return k
 }
 

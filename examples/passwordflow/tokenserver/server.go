@@ -45,9 +45,10 @@ type Config struct {
 	// KeyFile is the signing key (PEM or JWK); an Ed25519 key is created if
 	// missing. Ignored when KeyDir is set.
 	KeyFile string
-	// KeyDir, if set, is a key directory (see jtiguard.KeyDir), created
-	// with one Ed25519 key if it holds none, read again every 30 s and at
-	// ReloadKeys: keys are added, rotated and retired without a restart.
+	// KeyDir, if set, is a key directory (see jtiguard.KeyDir), read again
+	// every 30 s and at ReloadKeys: keys are added, rotated and retired
+	// without a restart. If it holds no key, one Ed25519 key is created in
+	// it, initial.pem, and an "active" file naming it.
 	KeyDir    string
 	RedisAddr string // empty: the in-memory store
 	Logger    *slog.Logger
@@ -382,9 +383,11 @@ func (s *Server) ReloadKeys() error {
 }
 
 // createKeyDir creates the key directory at path with one Ed25519 key,
-// initial.pem, unless it holds a key already. Replicas started at once on
-// one empty directory all write that one name, and WriteKeyFile never
-// replaces a file, so they share the first one's key.
+// initial.pem, and an "active" file that names it, unless it holds a key
+// already: the state KeyDir's rotation schedule starts from, so that a key
+// added next is published without signing. Replicas started at once on one
+// empty directory all write these two names, and neither file is ever
+// replaced, so they share the first one's key.
 func createKeyDir(path string) error {
 	if err := os.MkdirAll(path, 0o700); err != nil {
 		return err
@@ -403,6 +406,24 @@ func createKeyDir(path string) error {
 		return err
 	}
 	if err := jtiguard.WriteKeyFile(filepath.Join(path, "initial.pem"), key); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	// "active" appears whole or not at all, and never replaces one: a
+	// temporary file (ignored by KeyDir: its name starts with a dot),
+	// linked into place.
+	tmp, err := os.CreateTemp(path, ".active-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.WriteString("initial.pem\n")
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Link(tmp.Name(), filepath.Join(path, "active"))
+	}
+	if err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
 	return nil

@@ -512,11 +512,13 @@ func TestKeyDirRotation(t *testing.T) {
 	old, _ := login(t, ts.URL, "alice", "secret")
 	oldKID := kid(t, old)
 	require.Len(t, fetchJWKS(t, ts.URL).Keys, 1)
+	active, err := os.ReadFile(filepath.Join(dir, "active"))
+	require.NoError(t, err)
+	assert.Equal(t, "initial.pem\n", string(active), "created with the first key")
 
 	// 1. Add: published, not signing.
 	next := must(jtiguard.GenerateKey("", jtiguard.EdDSA))
 	require.NoError(t, jtiguard.WriteKeyFile(filepath.Join(dir, "next.pem"), next))
-	writeActive(t, dir, "initial.pem")
 	require.NoError(t, srv.ReloadKeys())
 	set := fetchJWKS(t, ts.URL)
 	assert.Len(t, set.Key(next.KID()), 1)
