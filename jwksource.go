@@ -93,9 +93,8 @@ type RemoteKeysConfig struct {
 //     1 s, then is refused with ErrUnknownKey; when no fetch may start it
 //     is refused at once. A flood of tokens with made-up kids therefore
 //     costs the issuer at most one request per 10 s per process, and
-//     delays each of them by at most 1 s. The Verifier does not pass the
-//     request's context to the key lookup, so a request whose deadline is
-//     nearer than that second may overrun it.
+//     delays each of them by at most 1 s, and never past the request's
+//     own deadline.
 //
 // When the issuer cannot be reached: the last good keys are used until
 // StaleLimit (default 24 h) after the time they were due for a refresh;
