@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jtiguard/jtiguard/store"
+
 	"github.com/jtiguard/jtiguard"
 )
 
@@ -64,14 +66,14 @@ func BenchmarkMemoryStore(b *testing.B) {
 		b.Fatal(err)
 	}
 	r := rand.New(rand.NewPCG(1, 2))
-	newRef := func(ttl time.Duration) jtiguard.TokenRef {
+	newRef := func(ttl time.Duration) store.TokenRef {
 		var id jtiguard.JTI
 		for j := range id {
 			id[j] = byte(r.Uint32())
 		}
-		return jtiguard.TokenRef{ID: id, IssuedAt: t0, ExpiresAt: t0.Add(ttl)}
+		return store.TokenRef{ID: id, IssuedAt: t0, ExpiresAt: t0.Add(ttl)}
 	}
-	refs := make([]jtiguard.TokenRef, live)
+	refs := make([]store.TokenRef, live)
 	for i := range refs {
 		refs[i] = newRef(time.Hour)
 		if err := s.Revoke(ctx, refs[i]); err != nil {
@@ -90,25 +92,25 @@ func BenchmarkMemoryStore(b *testing.B) {
 	b.Run("check-revoked", func(b *testing.B) {
 		i := 0
 		for b.Loop() {
-			if st, _ := s.Check(ctx, refs[i%live]); st != jtiguard.Revoked {
+			if st, _ := s.Check(ctx, refs[i%live]); st != store.Revoked {
 				b.Fatal("not revoked")
 			}
 			i += 7919
 		}
 	})
 	b.Run("check-live", func(b *testing.B) {
-		ref := jtiguard.TokenRef{IssuedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+		ref := store.TokenRef{IssuedAt: t0, ExpiresAt: t0.Add(time.Hour)}
 		for b.Loop() {
 			ref.ID[1]++
 			ref.ID[0]++
 			ref.ID[5]++
-			if st, _ := s.Check(ctx, ref); st != jtiguard.Live {
+			if st, _ := s.Check(ctx, ref); st != store.Live {
 				b.Fatal("not live")
 			}
 		}
 	})
 	b.Run("consume", func(b *testing.B) {
-		ref := jtiguard.TokenRef{IssuedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+		ref := store.TokenRef{IssuedAt: t0, ExpiresAt: t0.Add(time.Hour)}
 		var n uint64
 		b.ReportAllocs()
 		for b.Loop() {
@@ -117,7 +119,7 @@ func BenchmarkMemoryStore(b *testing.B) {
 				ref.ID[8+j] = byte(n >> (8 * j))
 			}
 			ref.ID[0] = byte(n)
-			if st, _ := s.Consume(ctx, ref, 1); st != jtiguard.Live {
+			if st, _ := s.Consume(ctx, ref, 1); st != store.Live {
 				b.Fatal("not consumed")
 			}
 		}

@@ -18,22 +18,22 @@ type TokenType uint8
 
 // The token classes.
 const (
-	// Access is a short-lived bearer token for resource servers (RFC 9068,
+	// TypeAccess is a short-lived bearer token for resource servers (RFC 9068,
 	// typ "at+jwt").
-	Access TokenType = iota + 1
-	// OneTime is an action token accepted once, for one purpose (typ
+	TypeAccess TokenType = iota + 1
+	// TypeOneTime is an action token accepted once, for one purpose (typ
 	// "once+jwt"): a confirmation link, a transfer approval.
-	OneTime
-	// Refresh is a refresh token (typ "refresh+jwt"): only Sessions.Refresh
+	TypeOneTime
+	// TypeRefresh is a refresh token (typ "refresh+jwt"): only Sessions.Refresh
 	// accepts it, once, and its audience is the issuer itself.
-	Refresh
-	// Step is a pre-authentication step token (typ "step+jwt"), such as
+	TypeRefresh
+	// TypeStep is a pre-authentication step token (typ "step+jwt"), such as
 	// "password checked, second factor pending": only the named next step
 	// accepts it, once, and its audience is the issuer itself.
-	Step
+	TypeStep
 )
 
-var typNames = [...]string{Access: "at+jwt", OneTime: "once+jwt", Refresh: "refresh+jwt", Step: "step+jwt"}
+var typNames = [...]string{TypeAccess: "at+jwt", TypeOneTime: "once+jwt", TypeRefresh: "refresh+jwt", TypeStep: "step+jwt"}
 
 // String returns the header typ value of t.
 func (t TokenType) String() string {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/jtiguard/jtiguard/store"
 )
 
 // Revoke implements token revocation (RFC 7009) for every class. Revoking
@@ -26,15 +28,15 @@ func (v *Verifier) Revoke(ctx context.Context, token string) error {
 
 // revokeAuthentic revokes the token whose authentic claims are c.
 func (v *Verifier) revokeAuthentic(ctx context.Context, c *Claims) error {
-	if c.Type != Refresh {
+	if c.Type != TypeRefresh {
 		return v.revoke(ctx, c)
 	}
-	sessions, ok := v.cfg.Store.(SessionStore)
+	sessions, ok := v.cfg.Store.(store.SessionStore)
 	if !ok || c.sid.IsZero() {
 		return fmt.Errorf("%w: a refresh token is revoked by ending its family, which needs a SessionStore", ErrConfig)
 	}
 	if err := sessions.End(ctx, c.Subject, c.sid); err != nil {
-		return v.settle(ctx, c, Live, err)
+		return v.settle(ctx, c, store.Live, err)
 	}
 	v.report(ctx, eventFor(EventFamilyRevoked, c))
 	return nil
@@ -78,7 +80,7 @@ func (v *Verifier) revoke(ctx context.Context, c *Claims) error {
 		return nil // no verifier within the leeway accepts it any more
 	}
 	if err := v.cfg.Store.Revoke(ctx, ref); err != nil {
-		return v.settle(ctx, c, Live, err)
+		return v.settle(ctx, c, store.Live, err)
 	}
 	return nil
 }

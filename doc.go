@@ -103,6 +103,6 @@
 // go-redis) shares the state among replicas with one round trip per
 // verification. A resource server that cannot reach the store follows the
 // issuer's JWKS (NewRemoteKeys) and asks its introspection endpoint
-// (NewIntrospectionStore). Every store passes the storetest conformance
-// suite.
+// (NewIntrospectionStore). A store implements the contract of the store
+// package, and passes the storetest conformance suite.
 package jtiguard

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/jtiguard/jtiguard/store"
+
 	"github.com/jtiguard/jtiguard"
 )
 
@@ -46,7 +48,7 @@ func FuzzVerify(f *testing.F) {
 
 // FuzzParseJTI: a jti is accepted only in its one canonical form.
 func FuzzParseJTI(f *testing.F) {
-	id, _ := jtiguard.NewJTI(nil)
+	id, _ := store.NewJTI(nil)
 	for _, s := range []string{id.String(), "A", "AAAAAAAAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAAAB", "AAAAAAAAAAAAAAAAAAAA+/", "AAAAAAAAAAAAAAAAAAAAAA==", "AAAAAAAAAA\nAAAAAAAAAAAA"} {
 		f.Add(s)
 	}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jtiguard/jtiguard/store"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -336,7 +338,7 @@ type checkCounter struct {
 	checks atomic.Int64
 }
 
-func (c *checkCounter) Check(ctx context.Context, t jtiguard.TokenRef) (jtiguard.Status, error) {
+func (c *checkCounter) Check(ctx context.Context, t store.TokenRef) (store.Status, error) {
 	c.checks.Add(1)
 	return c.MemoryStore.Check(ctx, t)
 }

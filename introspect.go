@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jtiguard/jtiguard/store"
+
 	"github.com/dgraph-io/ristretto/v2"
 )
 
@@ -24,7 +26,7 @@ import (
 // iat, nbf) except for the audience, which the endpoint reports for the
 // asking resource server to check. The store is not read here.
 func (v *Verifier) active(ctx context.Context, token string) (*Claims, error) {
-	c, err := v.authentic(ctx, token, Access)
+	c, err := v.authentic(ctx, token, TypeAccess)
 	if err == nil {
 		if err := v.checkTimes(c, v.cfg.Now()); err != nil {
 			return nil, reject(err)
@@ -151,7 +153,7 @@ type IntrospectionStore struct {
 // cachedAnswer is one answer of the endpoint, as the cache keeps it.
 type cachedAnswer struct {
 	id    JTI // compared on a hit: the cache hashes keys
-	st    Status
+	st    store.Status
 	until time.Time
 }
 
@@ -222,9 +224,9 @@ var errNoIntrospectedState = fmt.Errorf("%w: an IntrospectionStore only checks a
 // Check asks the endpoint about t.Token, or answers from the cache (see
 // IntrospectionStore). Without t.Token (a TokenRef not from Verify) it
 // returns an error matching ErrConfig.
-func (s *IntrospectionStore) Check(ctx context.Context, t TokenRef) (Status, error) {
+func (s *IntrospectionStore) Check(ctx context.Context, t store.TokenRef) (store.Status, error) {
 	if t.Token == "" {
-		return Lost, fmt.Errorf("%w: an IntrospectionStore checks only tokens the Verifier verifies (TokenRef.Token is empty)", ErrConfig)
+		return store.Lost, fmt.Errorf("%w: an IntrospectionStore checks only tokens the Verifier verifies (TokenRef.Token is empty)", ErrConfig)
 	}
 	start := time.Now() // before the request: the answer is at least this recent
 	if st, ok := s.cached(t.ID, start); ok {
@@ -233,25 +235,25 @@ func (s *IntrospectionStore) Check(ctx context.Context, t TokenRef) (Status, err
 	active, err := s.ask(ctx, t.Token, t.ID)
 	switch {
 	case err != nil:
-		return Lost, err
+		return store.Lost, err
 	case !active:
-		s.keep(t.ID, Revoked, t.ExpiresAt)
-		return Revoked, nil
+		s.keep(t.ID, store.Revoked, t.ExpiresAt)
+		return store.Revoked, nil
 	case s.ttl > 0:
-		s.keep(t.ID, Live, minTime(start.Add(s.ttl), t.ExpiresAt))
+		s.keep(t.ID, store.Live, minTime(start.Add(s.ttl), t.ExpiresAt))
 	}
-	return Live, nil
+	return store.Live, nil
 }
 
 // Consume returns an error matching ErrConfig: a one-time token is used
 // up where the issuer's store is.
-func (s *IntrospectionStore) Consume(context.Context, TokenRef, uint64) (Status, error) {
-	return Lost, errNoIntrospectedState
+func (s *IntrospectionStore) Consume(context.Context, store.TokenRef, uint64) (store.Status, error) {
+	return store.Lost, errNoIntrospectedState
 }
 
 // Revoke returns an error matching ErrConfig: revoke with the issuer (its
 // RevocationEndpoint), whose store this one only asks about.
-func (s *IntrospectionStore) Revoke(context.Context, TokenRef) error {
+func (s *IntrospectionStore) Revoke(context.Context, store.TokenRef) error {
 	return errNoIntrospectedState
 }
 
@@ -266,7 +268,7 @@ func (s *IntrospectionStore) Ping(ctx context.Context) error {
 	return err
 }
 
-func (s *IntrospectionStore) cached(id JTI, now time.Time) (Status, bool) {
+func (s *IntrospectionStore) cached(id JTI, now time.Time) (store.Status, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.cache == nil {
@@ -283,7 +285,7 @@ func (s *IntrospectionStore) cached(id JTI, now time.Time) (Status, bool) {
 // the cache to take the entry (ristretto's Set is buffered), so that the
 // next presentation finds it: a wait only after a request, which costs far
 // more.
-func (s *IntrospectionStore) keep(id JTI, st Status, until time.Time) {
+func (s *IntrospectionStore) keep(id JTI, st store.Status, until time.Time) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	ttl := time.Until(until)

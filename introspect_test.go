@@ -17,6 +17,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/jtiguard/jtiguard/store"
+
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -42,9 +44,9 @@ type downStore struct {
 
 var errStoreDown = errors.New("store down")
 
-func (s *downStore) Check(ctx context.Context, t jtiguard.TokenRef) (jtiguard.Status, error) {
+func (s *downStore) Check(ctx context.Context, t store.TokenRef) (store.Status, error) {
 	if s.down.Load() {
-		return jtiguard.Live, errStoreDown
+		return store.Live, errStoreDown
 	}
 	return s.MemoryStore.Check(ctx, t)
 }
@@ -364,18 +366,18 @@ func TestIntrospectionStoreCaching(t *testing.T) {
 			tok, c, err := s.issuer.Access(jtiguard.Claims{Subject: "alice", Audience: []string{testAudience}})
 			require.NoError(t, err)
 			// Check as a Verifier would, for a token that ends in 2 s.
-			ref := jtiguard.TokenRef{ID: c.ID, Subject: c.Subject, IssuedAt: c.IssuedAt, ExpiresAt: time.Now().Add(2 * time.Second), Token: tok}
-			check := func() jtiguard.Status {
+			ref := store.TokenRef{ID: c.ID, Subject: c.Subject, IssuedAt: c.IssuedAt, ExpiresAt: time.Now().Add(2 * time.Second), Token: tok}
+			check := func() store.Status {
 				st, err := rs.store.Check(context.Background(), ref)
 				require.NoError(t, err)
 				return st
 			}
-			assert.Equal(t, jtiguard.Live, check())
+			assert.Equal(t, store.Live, check())
 			s.advance(2*time.Second - time.Nanosecond)
-			assert.Equal(t, jtiguard.Live, check())
+			assert.Equal(t, store.Live, check())
 			assert.EqualValues(t, 1, s.hits.Load())
 			s.advance(time.Nanosecond)
-			assert.Equal(t, jtiguard.Live, check())
+			assert.Equal(t, store.Live, check())
 			assert.EqualValues(t, 2, s.hits.Load(), "the answer was not reused past the token's end")
 		})
 	})
@@ -500,13 +502,13 @@ func TestIntrospectionStoreAnswers(t *testing.T) {
 	s, err := jtiguard.NewIntrospectionStore(f.URL+"/introspect", jtiguard.IntrospectionConfig{ClientID: rsClient, ClientSecret: secret, CacheSize: -1})
 	require.NoError(t, err)
 	t.Cleanup(s.Close)
-	id := must(jtiguard.NewJTI(nil))
-	ref := jtiguard.TokenRef{ID: id, Subject: "alice", ExpiresAt: time.Now().Add(time.Minute), Token: "header.payload.signature"}
+	id := must(store.NewJTI(nil))
+	ref := store.TokenRef{ID: id, Subject: "alice", ExpiresAt: time.Now().Add(time.Minute), Token: "header.payload.signature"}
 	ctx := context.Background()
 
 	st, err := s.Check(ctx, ref)
 	require.NoError(t, err)
-	assert.Equal(t, jtiguard.Live, st)
+	assert.Equal(t, store.Live, st)
 	r := f.requests[0]
 	assert.Equal(t, http.MethodPost, r.Method)
 	assert.Equal(t, "/introspect", r.URL.Path)
@@ -523,14 +525,14 @@ func TestIntrospectionStoreAnswers(t *testing.T) {
 		status int
 		ctype  string
 		body   string
-		want   jtiguard.Status // 0 with bad set
+		want   store.Status // 0 with bad set
 		bad    bool
 	}{
-		{name: "active", body: `{"active":true,"scope":"read","exp":1}`, want: jtiguard.Live},
-		{name: "active, its own jti", body: `{"active":true,"jti":"` + id.String() + `"}`, want: jtiguard.Live},
-		{name: "inactive", body: `{"active":false}`, want: jtiguard.Revoked},
-		{name: "inactive, with members", body: ` {"jti":"other","active":false,"x":[{"y":null}]} `, want: jtiguard.Revoked},
-		{name: "charset", ctype: "application/json; charset=utf-8", body: `{"active":false}`, want: jtiguard.Revoked},
+		{name: "active", body: `{"active":true,"scope":"read","exp":1}`, want: store.Live},
+		{name: "active, its own jti", body: `{"active":true,"jti":"` + id.String() + `"}`, want: store.Live},
+		{name: "inactive", body: `{"active":false}`, want: store.Revoked},
+		{name: "inactive, with members", body: ` {"jti":"other","active":false,"x":[{"y":null}]} `, want: store.Revoked},
+		{name: "charset", ctype: "application/json; charset=utf-8", body: `{"active":false}`, want: store.Revoked},
 		{name: "another token's jti", body: `{"active":true,"jti":"AAAAAAAAAAAAAAAAAAAAAA"}`, bad: true},
 		{name: "two jti", body: `{"active":true,"jti":"` + id.String() + `","jti":"x"}`, bad: true},
 		{name: "401", status: http.StatusUnauthorized, body: `{"error":"invalid_client"}`, bad: true},
@@ -568,7 +570,7 @@ func TestIntrospectionStoreAnswers(t *testing.T) {
 			if tc.bad {
 				require.Error(t, err)
 				assert.NotContains(t, err.Error(), ref.Token)
-				assert.NotEqual(t, jtiguard.Live, st)
+				assert.NotEqual(t, store.Live, st)
 				return
 			}
 			require.NoError(t, err)
@@ -586,7 +588,7 @@ func TestIntrospectionStoreAnswers(t *testing.T) {
 	assert.Zero(t, elsewhere.count())
 
 	// A TokenRef without the token (not from Verify) is a mistake.
-	_, err = s.Check(ctx, jtiguard.TokenRef{ID: id, ExpiresAt: ref.ExpiresAt})
+	_, err = s.Check(ctx, store.TokenRef{ID: id, ExpiresAt: ref.ExpiresAt})
 	assert.ErrorIs(t, err, jtiguard.ErrConfig)
 }
 
@@ -638,9 +640,9 @@ func TestIntrospectionStoreReadOnly(t *testing.T) {
 	assertStoreUnavailable(t, err, "Consume fails closed")
 	assert.ErrorIs(t, ver.Revoke(ctx, access), jtiguard.ErrConfig)
 	assert.ErrorIs(t, ver.RevokeID(ctx, c.ID, c.Subject, c.ExpiresAt), jtiguard.ErrConfig)
-	_, err = s.Consume(ctx, jtiguard.TokenRef{ID: c.ID, Token: once}, 1)
+	_, err = s.Consume(ctx, store.TokenRef{ID: c.ID, Token: once}, 1)
 	assert.ErrorIs(t, err, jtiguard.ErrConfig)
-	assert.ErrorIs(t, s.Revoke(ctx, jtiguard.TokenRef{ID: c.ID, Token: access}), jtiguard.ErrConfig)
+	assert.ErrorIs(t, s.Revoke(ctx, store.TokenRef{ID: c.ID, Token: access}), jtiguard.ErrConfig)
 	assert.Equal(t, 1, f.count(), "only the verification asked")
 	_, err = jtiguard.NewSessions(fx.issuer, ver, jtiguard.SessionConfig{})
 	assert.ErrorIs(t, err, jtiguard.ErrConfig, "it holds no sessions")

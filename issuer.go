@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/jtiguard/jtiguard/store"
 )
 
 // Lifetime defaults and hard caps. Short lifetimes are what make a stolen
@@ -93,7 +95,7 @@ func (i *Issuer) Access(c Claims) (string, *Claims, error) {
 	if c.Purpose != "" {
 		return "", nil, fmt.Errorf("%w: access tokens carry no purpose", ErrConfig)
 	}
-	return i.mint(Access, c, i.cfg.AccessTTL)
+	return i.mint(TypeAccess, c, i.cfg.AccessTTL)
 }
 
 // OneTime mints a one-time token for c.Purpose (for example
@@ -104,7 +106,7 @@ func (i *Issuer) OneTime(c Claims) (string, *Claims, error) {
 	if c.Purpose == "" {
 		return "", nil, fmt.Errorf("%w: a one-time token needs a Purpose", ErrConfig)
 	}
-	return i.mint(OneTime, c, i.cfg.OneTimeTTL)
+	return i.mint(TypeOneTime, c, i.cfg.OneTimeTTL)
 }
 
 // Step mints a pre-authentication step token for c.Subject: proof that a
@@ -117,7 +119,7 @@ func (i *Issuer) Step(c Claims) (string, *Claims, error) {
 		return "", nil, fmt.Errorf("%w: a step token needs a Purpose (the step) and no Audience", ErrConfig)
 	}
 	c.Audience = []string{i.cfg.Issuer}
-	return i.mint(Step, c, i.cfg.OneTimeTTL)
+	return i.mint(TypeStep, c, i.cfg.OneTimeTTL)
 }
 
 func (i *Issuer) mint(t TokenType, c Claims, ttl time.Duration) (string, *Claims, error) {
@@ -157,7 +159,7 @@ func (i *Issuer) mint(t TokenType, c Claims, ttl time.Duration) (string, *Claims
 func (i *Issuer) now() time.Time { return i.cfg.Now().Truncate(time.Second) }
 
 func (i *Issuer) newJTI() (JTI, error) {
-	id, err := NewJTI(i.cfg.Rand)
+	id, err := store.NewJTI(i.cfg.Rand)
 	if err != nil {
 		return JTI{}, fmt.Errorf("jtiguard: reading random jti: %w", err)
 	}

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jtiguard/jtiguard/store"
+
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -93,7 +95,7 @@ func TestErrorsWrapGolangJWT(t *testing.T) {
 func TestJTIShape(t *testing.T) {
 	seen := map[jtiguard.JTI]bool{}
 	for range 1000 {
-		id, err := jtiguard.NewJTI(nil)
+		id, err := store.NewJTI(nil)
 		require.NoError(t, err)
 		s := id.String()
 		require.Len(t, s, 22)

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/jtiguard/jtiguard/store"
 )
 
 // MemoryConfig configures a MemoryStore. The zero value is usable.
@@ -26,7 +28,7 @@ const (
 	sweepInterval = 5 // seconds between sweeps of a shard triggered by writes
 )
 
-// MemoryStore is the exact in-process Store and SessionStore, the default
+// MemoryStore is the exact in-process store.Store and store.SessionStore, the default
 // for a single process. State lives in sharded maps keyed by the 16-byte
 // jti or sid (the jti map holds no pointers, so the garbage collector never
 // scans it), and each entry is dropped once its expiry has passed. Memory
@@ -72,7 +74,7 @@ type memFamilyRef struct {
 type memEntry struct {
 	nonce  uint64
 	exp    uint32 // seconds since the store's epoch
-	status Status
+	status store.Status
 }
 
 // memFamily is a Family with its rotation state; times are seconds since
@@ -159,20 +161,20 @@ func satAdd(a, b uint32) uint32 { return uint32(min(uint64(a)+uint64(b), math.Ma
 
 func (s *MemoryStore) shard(id JTI) *memShard { return &s.shards[id[0]%memShards] }
 
-// Check implements Store.
-func (s *MemoryStore) Check(ctx context.Context, t TokenRef) (Status, error) {
+// Check implements store.Store.
+func (s *MemoryStore) Check(ctx context.Context, t store.TokenRef) (store.Status, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
 	if s.predates(t) {
-		return Lost, nil
+		return store.Lost, nil
 	}
 	sh := s.shard(t.ID)
 	sh.mu.RLock()
 	e, ok := sh.m[t.ID]
 	sh.mu.RUnlock()
 	if !ok && t.Session.IsZero() {
-		return Live, nil // the common case needs no clock read
+		return store.Live, nil // the common case needs no clock read
 	}
 	now := s.clock(s.now())
 	if ok && e.exp > now {
@@ -184,15 +186,15 @@ func (s *MemoryStore) Check(ctx context.Context, t TokenRef) (Status, error) {
 // predates reports whether t is a token of no session issued before the
 // store's memory begins. A token of a session needs no such check: its
 // family is unknown to the store.
-func (s *MemoryStore) predates(t TokenRef) bool {
+func (s *MemoryStore) predates(t store.TokenRef) bool {
 	return t.Session.IsZero() && t.IssuedAt.Unix() < s.epoch
 }
 
 // familyStatus reports Live for a token without a family, or the status of
 // its family.
-func (s *MemoryStore) familyStatus(t TokenRef, now uint32) Status {
+func (s *MemoryStore) familyStatus(t store.TokenRef, now uint32) store.Status {
 	if t.Session.IsZero() {
-		return Live
+		return store.Live
 	}
 	sh := s.shard(t.Session)
 	sh.mu.RLock()
@@ -200,53 +202,53 @@ func (s *MemoryStore) familyStatus(t TokenRef, now uint32) Status {
 	sh.mu.RUnlock()
 	switch {
 	case !ok && !s.began.Load():
-		return Foreign
+		return store.Foreign
 	case !ok || f.end() <= now:
-		return Ended
+		return store.Ended
 	case f.reused:
-		return Reused
+		return store.Reused
 	case f.gen != t.Generation:
-		return Superseded
+		return store.Superseded
 	}
-	return Live
+	return store.Live
 }
 
-// Consume implements Store.
-func (s *MemoryStore) Consume(ctx context.Context, t TokenRef, nonce uint64) (Status, error) {
+// Consume implements store.Store.
+func (s *MemoryStore) Consume(ctx context.Context, t store.TokenRef, nonce uint64) (store.Status, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
 	if s.predates(t) {
-		return Lost, nil
+		return store.Lost, nil
 	}
 	// A family that ended first makes the token dead; one that ends after
 	// the consume is ordered after it.
-	if st := s.familyStatus(t, s.clock(s.now())); st != Live {
+	if st := s.familyStatus(t, s.clock(s.now())); st != store.Live {
 		return st, nil
 	}
-	return s.write(t, Used, nonce)
+	return s.write(t, store.Used, nonce)
 }
 
-// Revoke implements Store.
-func (s *MemoryStore) Revoke(ctx context.Context, t TokenRef) error {
+// Revoke implements store.Store.
+func (s *MemoryStore) Revoke(ctx context.Context, t store.TokenRef) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	_, err := s.write(t, Revoked, 0)
+	_, err := s.write(t, store.Revoked, 0)
 	return err
 }
 
 // write records status for t. For Used it is an insert-if-absent that
 // reports Live to the caller whose insert (or whose nonce) holds; for
 // Revoked it overwrites, and is admitted beyond capacity.
-func (s *MemoryStore) write(t TokenRef, status Status, nonce uint64) (Status, error) {
+func (s *MemoryStore) write(t store.TokenRef, status store.Status, nonce uint64) (store.Status, error) {
 	now, exp := s.clock(s.now()), s.clock(t.ExpiresAt)
 	if exp <= now {
 		// Expired tokens are rejected on their own; nothing to remember.
-		if status == Used {
-			return Used, nil
+		if status == store.Used {
+			return store.Used, nil
 		}
-		return Live, nil
+		return store.Live, nil
 	}
 	for swept := false; ; swept = true {
 		st, full := s.tryWrite(t, status, nonce, now, exp)
@@ -261,7 +263,7 @@ func (s *MemoryStore) write(t TokenRef, status Status, nonce uint64) (Status, er
 
 // tryWrite is one attempt of write, under t's shard lock only; full
 // reports that the store is at capacity (the caller sweeps and retries).
-func (s *MemoryStore) tryWrite(t TokenRef, status Status, nonce uint64, now, exp uint32) (st Status, full bool) {
+func (s *MemoryStore) tryWrite(t store.TokenRef, status store.Status, nonce uint64, now, exp uint32) (st store.Status, full bool) {
 	sh := s.shard(t.ID)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -269,28 +271,28 @@ func (s *MemoryStore) tryWrite(t TokenRef, status Status, nonce uint64, now, exp
 	e, ok := sh.m[t.ID]
 	if ok && e.exp > now {
 		switch {
-		case status == Used && e.status == Used && e.nonce == nonce && nonce != 0:
-			return Live, false // our own earlier write, retried
-		case status == Used:
+		case status == store.Used && e.status == store.Used && e.nonce == nonce && nonce != 0:
+			return store.Live, false // our own earlier write, retried
+		case status == store.Used:
 			return e.status, false
-		case e.status == Revoked:
-			return Live, false // already revoked
+		case e.status == store.Revoked:
+			return store.Live, false // already revoked
 		}
-		e.status, e.nonce = Revoked, 0
+		e.status, e.nonce = store.Revoked, 0
 		e.exp = max(e.exp, exp)
 		sh.m[t.ID] = e
-		return Live, false
+		return store.Live, false
 	}
 	switch {
 	case ok: // an expired entry, replaced in place
-	case status == Revoked:
+	case status == store.Revoked:
 		s.count.Add(1) // never refused for capacity
 	case !s.reserve(sh, now):
 		return 0, true
 	}
 	sh.m[t.ID] = memEntry{exp: exp, nonce: nonce, status: status}
 	sh.grew()
-	return Live, false
+	return store.Live, false
 }
 
 // reserve counts one more entry if the store is below capacity, sweeping
@@ -306,8 +308,8 @@ func (s *MemoryStore) reserve(sh *memShard, now uint32) bool {
 	return true
 }
 
-// Begin implements SessionStore.
-func (s *MemoryStore) Begin(ctx context.Context, f Family) error {
+// Begin implements store.SessionStore.
+func (s *MemoryStore) Begin(ctx context.Context, f store.Family) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -368,10 +370,10 @@ func (s *MemoryStore) tryBegin(sid JTI, mf memFamily, now uint32) (full bool, er
 	return false, nil
 }
 
-// Rotate implements SessionStore.
-func (s *MemoryStore) Rotate(ctx context.Context, r Rotation) (Rotated, error) {
+// Rotate implements store.SessionStore.
+func (s *MemoryStore) Rotate(ctx context.Context, r store.Rotation) (store.Rotated, error) {
 	if err := ctx.Err(); err != nil {
-		return Rotated{}, err
+		return store.Rotated{}, err
 	}
 	now := s.clock(s.now())
 	// The presented token's own entry is read first, under its shard's
@@ -382,8 +384,8 @@ func (s *MemoryStore) Rotate(ctx context.Context, r Rotation) (Rotated, error) {
 		jsh.mu.RLock()
 		e, ok := jsh.m[r.Presented]
 		jsh.mu.RUnlock()
-		if ok && e.exp > now && e.status == Revoked {
-			return Rotated{Status: Revoked}, nil
+		if ok && e.exp > now && e.status == store.Revoked {
+			return store.Rotated{Status: store.Revoked}, nil
 		}
 	}
 	sh := s.shard(r.Session)
@@ -391,13 +393,13 @@ func (s *MemoryStore) Rotate(ctx context.Context, r Rotation) (Rotated, error) {
 	defer sh.mu.Unlock()
 	f, ok := sh.fam[r.Session]
 	if !ok || f.end() <= now || f.subject != r.Subject {
-		return Rotated{Status: Ended}, nil
+		return store.Rotated{Status: store.Ended}, nil
 	}
-	answer := func(st Status, repeat bool) (Rotated, error) {
-		return Rotated{Status: st, Next: f.current, Generation: f.gen, At: s.unclock(f.at), ExpiresAt: s.unclock(f.exp), Repeat: repeat}, nil
+	answer := func(st store.Status, repeat bool) (store.Rotated, error) {
+		return store.Rotated{Status: st, Next: f.current, Generation: f.gen, At: s.unclock(f.at), ExpiresAt: s.unclock(f.exp), Repeat: repeat}, nil
 	}
 	if f.reused {
-		return answer(Reused, false)
+		return answer(store.Reused, false)
 	}
 	if r.NewGeneration {
 		switch {
@@ -405,27 +407,27 @@ func (s *MemoryStore) Rotate(ctx context.Context, r Rotation) (Rotated, error) {
 			f.gen++
 			f.prev, f.current, f.nonce, f.at = JTI{}, r.Next, r.Nonce, now
 			sh.fam[r.Session] = f
-			return answer(Live, false)
+			return answer(store.Live, false)
 		case f.gen == r.Generation+1 && f.nonce == r.Nonce && r.Nonce != 0:
-			return answer(Live, true) // this call, retried
+			return answer(store.Live, true) // this call, retried
 		}
-		return answer(Superseded, false)
+		return answer(store.Superseded, false)
 	}
 	switch {
 	case f.gen == r.Generation && f.current == r.Presented:
 		f.prev, f.current, f.nonce, f.at = r.Presented, r.Next, r.Nonce, now
 		sh.fam[r.Session] = f
-		return answer(Live, false)
+		return answer(store.Live, false)
 	case f.gen == r.Generation && f.prev == r.Presented && !f.prev.IsZero() &&
 		((f.nonce == r.Nonce && r.Nonce != 0) || (r.Grace > 0 && now-f.at <= uint32(r.Grace/time.Second))):
-		return answer(Live, true) // retried call, or a lost response within grace
+		return answer(store.Live, true) // retried call, or a lost response within grace
 	}
 	f.reused = true
 	sh.fam[r.Session] = f
-	return answer(Reused, false)
+	return answer(store.Reused, false)
 }
 
-// End implements SessionStore.
+// End implements store.SessionStore.
 func (s *MemoryStore) End(ctx context.Context, subject string, sid JTI) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -452,7 +454,7 @@ func (s *MemoryStore) End(ctx context.Context, subject string, sid JTI) error {
 	return nil
 }
 
-// EndSubject implements SessionStore. It holds the index lock throughout,
+// EndSubject implements store.SessionStore. It holds the index lock throughout,
 // so a concurrent Begin is ordered entirely before (and ended) or after.
 func (s *MemoryStore) EndSubject(ctx context.Context, subject string) (int, error) {
 	if err := ctx.Err(); err != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/jtiguard/jtiguard/store"
 )
 
 // Session lifetimes.
@@ -69,7 +71,7 @@ type SessionConfig struct {
 type Sessions struct {
 	iss   *Issuer
 	ver   *Verifier
-	store SessionStore
+	store store.SessionStore
 	cfg   SessionConfig
 }
 
@@ -89,7 +91,7 @@ func NewSessions(iss *Issuer, ver *Verifier, cfg SessionConfig) (*Sessions, erro
 	if _, ok := ver.keys.Key(iss.keys.Signer().kid); !ok {
 		return nil, fmt.Errorf("%w: the Verifier's keys do not hold the Issuer's signer", ErrConfig)
 	}
-	store, ok := ver.cfg.Store.(SessionStore)
+	store, ok := ver.cfg.Store.(store.SessionStore)
 	if !ok {
 		return nil, fmt.Errorf("%w: the Verifier's Store (%T) is not a SessionStore", ErrConfig, ver.cfg.Store)
 	}
@@ -185,11 +187,11 @@ func (s *Sessions) Login(ctx context.Context, l Login) (*TokenPair, error) {
 	if l.AuthTime.IsZero() {
 		facts.AuthTime = now
 	}
-	f := Family{ID: sid, Subject: l.Subject, Generation: 1, Refresh: rt, ExpiresAt: now.Add(s.cfg.Lifetime), IdleTimeout: s.cfg.IdleTimeout}
+	f := store.Family{ID: sid, Subject: l.Subject, Generation: 1, Refresh: rt, ExpiresAt: now.Add(s.cfg.Lifetime), IdleTimeout: s.cfg.IdleTimeout}
 	if err := s.store.Begin(ctx, f); err != nil {
 		return nil, s.unavailable(ctx, err, &Claims{Subject: l.Subject, Session: sid.String(), ClientID: l.ClientID})
 	}
-	return s.mintPair(facts, sid, Rotated{Next: rt, Generation: 1, At: now, ExpiresAt: f.ExpiresAt})
+	return s.mintPair(facts, sid, store.Rotated{Next: rt, Generation: 1, At: now, ExpiresAt: f.ExpiresAt})
 }
 
 // Refresh rotates a refresh token: it is consumed and a successor pair
@@ -208,7 +210,7 @@ func (s *Sessions) Refresh(ctx context.Context, refreshToken string) (*TokenPair
 // refresh is Refresh for the token's own client only, unless clientID is
 // empty: another client's attempt is refused before anything rotates.
 func (s *Sessions) refresh(ctx context.Context, refreshToken, clientID string) (*TokenPair, error) {
-	c, err := s.ver.verified(ctx, refreshToken, Refresh) // a refresh token always has a sid
+	c, err := s.ver.verified(ctx, refreshToken, TypeRefresh) // a refresh token always has a sid
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +220,7 @@ func (s *Sessions) refresh(ctx context.Context, refreshToken, clientID string) (
 	if err := s.fits(c, c.Generation); err != nil { // say, a larger signing key since
 		return nil, err
 	}
-	r, err := s.rotate(ctx, c, Rotation{Presented: c.ID, Grace: s.cfg.RefreshGrace})
+	r, err := s.rotate(ctx, c, store.Rotation{Presented: c.ID, Grace: s.cfg.RefreshGrace})
 	if err != nil {
 		return nil, err
 	}
@@ -227,18 +229,18 @@ func (s *Sessions) refresh(ctx context.Context, refreshToken, clientID string) (
 
 // rotate runs r on the family of c, with a fresh successor jti and nonce,
 // and turns anything but Live into the error.
-func (s *Sessions) rotate(ctx context.Context, c *Claims, r Rotation) (Rotated, error) {
+func (s *Sessions) rotate(ctx context.Context, c *Claims, r store.Rotation) (store.Rotated, error) {
 	next, err := s.iss.newJTI()
 	if err != nil {
-		return Rotated{}, err
+		return store.Rotated{}, err
 	}
 	r.Subject, r.Session, r.Generation, r.Next, r.Nonce = c.Subject, c.sid, c.Generation, next, rand.Uint64()|1
 	res, err := s.store.Rotate(ctx, r)
 	if err != nil {
-		return Rotated{}, s.unavailable(ctx, err, c)
+		return store.Rotated{}, s.unavailable(ctx, err, c)
 	}
-	if res.Status != Live {
-		return Rotated{}, s.refused(ctx, res.Status, c)
+	if res.Status != store.Live {
+		return store.Rotated{}, s.refused(ctx, res.Status, c)
 	}
 	return res, nil
 }
@@ -293,7 +295,7 @@ func (s *Sessions) Renew(ctx context.Context, accessToken string, ch Change) (*T
 	if err := s.fits(&facts, c.Generation+1); err != nil {
 		return nil, err
 	}
-	r, err := s.rotate(ctx, &c, Rotation{NewGeneration: true, Presented: c.ID})
+	r, err := s.rotate(ctx, &c, store.Rotation{NewGeneration: true, Presented: c.ID})
 	if err != nil {
 		return nil, err
 	}
@@ -313,7 +315,7 @@ func (s *Sessions) CompleteStep(ctx context.Context, stepToken, step string, l L
 	if _, err := cleanExtra(l.Extra, MaxExtraSize); err != nil { // before the token is used up
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
-	c, err := s.ver.consume(ctx, stepToken, Step, step)
+	c, err := s.ver.consume(ctx, stepToken, TypeStep, step)
 	if err != nil {
 		return nil, err
 	}
@@ -387,18 +389,18 @@ func (s *Sessions) machine(c Claims, clientID string) (*TokenPair, error) {
 // r.Generation, with refresh jti r.Next minted at r.At. The refresh token
 // is a function of those, so a repeated rotation (grace, retry) re-mints
 // the same successor.
-func (s *Sessions) mintPair(facts Claims, sid JTI, r Rotated) (*TokenPair, error) {
+func (s *Sessions) mintPair(facts Claims, sid JTI, r store.Rotated) (*TokenPair, error) {
 	aid, err := s.iss.newJTI()
 	if err != nil {
 		return nil, err
 	}
 	rc, ac := s.pairClaims(&facts, sid, r, aid, s.iss.now())
 	limit := s.ver.cfg.MaxTokenSize
-	rt, rclaims, err := s.iss.sign(Refresh, &rc, limit)
+	rt, rclaims, err := s.iss.sign(TypeRefresh, &rc, limit)
 	if err != nil {
 		return nil, err
 	}
-	at, aclaims, err := s.iss.sign(Access, &ac, limit)
+	at, aclaims, err := s.iss.sign(TypeAccess, &ac, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -407,7 +409,7 @@ func (s *Sessions) mintPair(facts Claims, sid JTI, r Rotated) (*TokenPair, error
 
 // pairClaims returns the claims of the refresh token of a family at r and
 // of an access token with jti aid minted at now.
-func (s *Sessions) pairClaims(facts *Claims, sid JTI, r Rotated, aid JTI, now time.Time) (rc, ac Claims) {
+func (s *Sessions) pairClaims(facts *Claims, sid JTI, r store.Rotated, aid JTI, now time.Time) (rc, ac Claims) {
 	base := Claims{
 		Issuer:     s.iss.cfg.Issuer,
 		Subject:    facts.Subject,
@@ -445,12 +447,12 @@ func (s *Sessions) fits(facts *Claims, gen uint64) error {
 	if probe.AuthTime.IsZero() {
 		probe.AuthTime = now // as Login and Renew will set it
 	}
-	rc, ac := s.pairClaims(&probe, JTI{}, Rotated{Generation: gen, At: now, ExpiresAt: now.Add(s.cfg.Lifetime)}, JTI{}, now)
+	rc, ac := s.pairClaims(&probe, JTI{}, store.Rotated{Generation: gen, At: now, ExpiresAt: now.Add(s.cfg.Lifetime)}, JTI{}, now)
 	key, limit := s.iss.keys.Signer(), s.ver.cfg.MaxTokenSize
 	for _, p := range [...]struct {
 		t TokenType
 		c *Claims
-	}{{Refresh, &rc}, {Access, &ac}} {
+	}{{TypeRefresh, &rc}, {TypeAccess, &ac}} {
 		if n := tokenLen(key, p.t, len(appendClaims(nil, p.c))); n > limit {
 			return fmt.Errorf("%w: its %v token would be %d bytes, more than the Verifier's MaxTokenSize of %d", ErrConfig, p.t, n, limit)
 		}
@@ -466,8 +468,8 @@ func minTime(a, b time.Time) time.Time {
 }
 
 // refused turns a rotation's refusal into the error, reporting reuse.
-func (s *Sessions) refused(ctx context.Context, st Status, c *Claims) error {
-	if st == Reused {
+func (s *Sessions) refused(ctx context.Context, st store.Status, c *Claims) error {
+	if st == store.Reused {
 		s.ver.report(ctx, eventFor(EventRefreshReused, c))
 		s.ver.report(ctx, eventFor(EventFamilyRevoked, c))
 	}
@@ -475,5 +477,5 @@ func (s *Sessions) refused(ctx context.Context, st Status, c *Claims) error {
 }
 
 func (s *Sessions) unavailable(ctx context.Context, err error, c *Claims) error {
-	return s.ver.settle(ctx, c, Live, err)
+	return s.ver.settle(ctx, c, store.Live, err)
 }

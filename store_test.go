@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jtiguard/jtiguard/store"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -16,11 +18,11 @@ import (
 	"github.com/jtiguard/jtiguard/storetest"
 )
 
-func ref(t testing.TB, iat time.Time, ttl time.Duration) jtiguard.TokenRef {
+func ref(t testing.TB, iat time.Time, ttl time.Duration) store.TokenRef {
 	t.Helper()
-	id, err := jtiguard.NewJTI(nil)
+	id, err := store.NewJTI(nil)
 	require.NoError(t, err)
-	return jtiguard.TokenRef{ID: id, IssuedAt: iat, ExpiresAt: iat.Add(ttl)}
+	return store.TokenRef{ID: id, IssuedAt: iat, ExpiresAt: iat.Add(ttl)}
 }
 
 func TestOneTimeTokenAcceptedOnceUnderConcurrency(t *testing.T) {
@@ -60,45 +62,45 @@ func TestMemoryStoreStatuses(t *testing.T) {
 	r := ref(t, t0, time.Minute)
 	st, err := s.Check(ctx, r)
 	require.NoError(t, err)
-	assert.Equal(t, jtiguard.Live, st)
+	assert.Equal(t, store.Live, st)
 
 	st, err = s.Consume(ctx, r, 7)
 	require.NoError(t, err)
-	assert.Equal(t, jtiguard.Live, st, "the first consume wins")
+	assert.Equal(t, store.Live, st, "the first consume wins")
 	st, err = s.Consume(ctx, r, 7)
 	require.NoError(t, err)
-	assert.Equal(t, jtiguard.Live, st, "a retry of the same call (same nonce) is not a replay")
+	assert.Equal(t, store.Live, st, "a retry of the same call (same nonce) is not a replay")
 	st, err = s.Consume(ctx, r, 8)
 	require.NoError(t, err)
-	assert.Equal(t, jtiguard.Used, st, "another call is a replay")
+	assert.Equal(t, store.Used, st, "another call is a replay")
 	st, err = s.Check(ctx, r)
 	require.NoError(t, err)
-	assert.Equal(t, jtiguard.Used, st)
+	assert.Equal(t, store.Used, st)
 
 	require.NoError(t, s.Revoke(ctx, r))
 	st, err = s.Consume(ctx, r, 7)
 	require.NoError(t, err)
-	assert.Equal(t, jtiguard.Revoked, st, "revocation overrides a used mark, and the old nonce no longer wins")
+	assert.Equal(t, store.Revoked, st, "revocation overrides a used mark, and the old nonce no longer wins")
 
 	r2 := ref(t, t0, time.Minute)
 	require.NoError(t, s.Revoke(ctx, r2))
 	st, err = s.Consume(ctx, r2, 9)
 	require.NoError(t, err)
-	assert.Equal(t, jtiguard.Revoked, st)
+	assert.Equal(t, store.Revoked, st)
 
 	// Tokens issued before the store existed cannot be vouched for.
 	old := ref(t, t0.Add(-time.Second), time.Minute)
 	st, err = s.Check(ctx, old)
 	require.NoError(t, err)
-	assert.Equal(t, jtiguard.Lost, st)
+	assert.Equal(t, store.Lost, st)
 	st, err = s.Consume(ctx, old, 1)
 	require.NoError(t, err)
-	assert.Equal(t, jtiguard.Lost, st)
+	assert.Equal(t, store.Lost, st)
 
 	clk.Advance(time.Minute)
 	st, err = s.Check(ctx, r)
 	require.NoError(t, err)
-	assert.Equal(t, jtiguard.Live, st, "past its expiry the store forgets the token (the verifier rejects it as expired)")
+	assert.Equal(t, store.Live, st, "past its expiry the store forgets the token (the verifier rejects it as expired)")
 	assert.Equal(t, 0, s.Sweep())
 }
 
@@ -107,7 +109,7 @@ func TestMemoryStoreCapacityFailsClosed(t *testing.T) {
 	clk := newClock()
 	s, err := jtiguard.NewMemoryStore(jtiguard.MemoryConfig{Capacity: 3, Now: clk.Now})
 	require.NoError(t, err)
-	held := make([]jtiguard.TokenRef, 3)
+	held := make([]store.TokenRef, 3)
 	for i := range held {
 		held[i] = ref(t, t0, time.Minute)
 		_, err := s.Consume(ctx, held[i], 1)
@@ -120,17 +122,17 @@ func TestMemoryStoreCapacityFailsClosed(t *testing.T) {
 	require.NoError(t, s.Revoke(ctx, revoked), "a revocation is never refused for capacity")
 	st, err := s.Check(ctx, revoked)
 	require.NoError(t, err)
-	require.Equal(t, jtiguard.Revoked, st)
+	require.Equal(t, store.Revoked, st)
 	for _, r := range held {
 		st, err := s.Consume(ctx, r, 2)
 		require.NoError(t, err)
-		assert.Equal(t, jtiguard.Used, st, "nothing held is forgotten to make room")
+		assert.Equal(t, store.Used, st, "nothing held is forgotten to make room")
 	}
 	// Once entries expire, room returns.
 	clk.Advance(time.Minute)
 	st, err = s.Consume(ctx, ref(t, clk.Now(), time.Minute), 1)
 	require.NoError(t, err)
-	assert.Equal(t, jtiguard.Live, st)
+	assert.Equal(t, store.Live, st)
 	assert.Equal(t, 1, s.Sweep(), "expired entries are swept lazily; the new one stays")
 }
 
@@ -247,9 +249,9 @@ func TestMemoryStoreIndexStaysBounded(t *testing.T) {
 	s, err := jtiguard.NewMemoryStore(jtiguard.MemoryConfig{Capacity: 1000, Now: clk.Now})
 	require.NoError(t, err)
 	for i := range 20_000 {
-		id, err := jtiguard.NewJTI(nil)
+		id, err := store.NewJTI(nil)
 		require.NoError(t, err)
-		f := jtiguard.Family{ID: id, Subject: "user" + strconv.Itoa(i), Generation: 1, Refresh: id, ExpiresAt: clk.Now().Add(time.Minute), IdleTimeout: time.Minute}
+		f := store.Family{ID: id, Subject: "user" + strconv.Itoa(i), Generation: 1, Refresh: id, ExpiresAt: clk.Now().Add(time.Minute), IdleTimeout: time.Minute}
 		require.NoError(t, s.Begin(ctx, f))
 		if i%500 == 499 {
 			clk.Advance(2 * time.Minute)

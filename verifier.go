@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"time"
+
+	"github.com/jtiguard/jtiguard/store"
 )
 
 // Verification limits.
@@ -31,7 +33,7 @@ type VerifierConfig struct {
 	// Store holds revoked and used jti values. Default: a new MemoryStore,
 	// which protects one process only; share one Store (or use Redis) when
 	// several verifiers must agree.
-	Store Store
+	Store store.Store
 	// Leeway allows for clock skew on iat and nbf (never on exp): default
 	// 5s, at most 30s.
 	Leeway time.Duration
@@ -161,7 +163,7 @@ func (v *Verifier) Close() {
 }
 
 // Store returns the store the Verifier checks.
-func (v *Verifier) Store() Store { return v.cfg.Store }
+func (v *Verifier) Store() store.Store { return v.cfg.Store }
 
 // Pinger is a Store that can tell whether it can answer now, for readiness
 // probes. The Redis store is one; the MemoryStore needs none.
@@ -197,7 +199,7 @@ func (v *Verifier) Ping(ctx context.Context) error {
 // touching what other requests see; their slices and Extra map are shared
 // and must be treated as read-only.
 func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
-	c, err := v.verified(ctx, token, Access)
+	c, err := v.verified(ctx, token, TypeAccess)
 	if err != nil {
 		return Claims{}, err
 	}
@@ -221,7 +223,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 // An action that must survive that should record the token's jti with its
 // effect, atomically, and answer a retry from the record.
 func (v *Verifier) Consume(ctx context.Context, token, purpose string) (Claims, error) {
-	return v.consume(ctx, token, OneTime, purpose)
+	return v.consume(ctx, token, TypeOneTime, purpose)
 }
 
 // consume is Consume for the single-use classes: one-time and step tokens.
@@ -235,7 +237,7 @@ func (v *Verifier) consume(ctx context.Context, token string, class TokenType, p
 	}
 	nonce := rand.Uint64() | 1 // never 0, which means "no nonce"
 	st, err := v.cfg.Store.Consume(ctx, v.ref(c), nonce)
-	if st == Used {
+	if st == store.Used {
 		v.report(ctx, eventFor(EventReplayRefused, c))
 	}
 	if err := v.settle(ctx, c, st, err); err != nil {
@@ -245,27 +247,27 @@ func (v *Verifier) consume(ctx context.Context, token string, class TokenType, p
 }
 
 // statusErrs maps what a store reports to the rejection it causes.
-var statusErrs = map[Status]error{
-	Revoked:    ErrRevoked,
-	Used:       ErrReplayed,
-	Lost:       ErrStateLost,
-	Ended:      ErrSessionEnded,
-	Reused:     ErrRefreshReused,
-	Superseded: ErrSuperseded,
-	Foreign:    ErrForeignSession,
+var statusErrs = map[store.Status]error{
+	store.Revoked:    ErrRevoked,
+	store.Used:       ErrReplayed,
+	store.Lost:       ErrStateLost,
+	store.Ended:      ErrSessionEnded,
+	store.Reused:     ErrRefreshReused,
+	store.Superseded: ErrSuperseded,
+	store.Foreign:    ErrForeignSession,
 }
 
 // settle turns the store's answer about c into the error, if any: nil only
 // for Live, and never a pass on a store error or on a status it does not
 // know.
-func (v *Verifier) settle(ctx context.Context, c *Claims, st Status, err error) error {
+func (v *Verifier) settle(ctx context.Context, c *Claims, st store.Status, err error) error {
 	switch {
 	case err != nil:
 		e := eventFor(EventStoreUnavailable, c)
 		e.Err = err
 		v.report(ctx, e)
 		return unavailable(err)
-	case st == Live:
+	case st == store.Live:
 		return nil
 	}
 	if kind, ok := statusErrs[st]; ok {
@@ -276,8 +278,8 @@ func (v *Verifier) settle(ctx context.Context, c *Claims, st Status, err error) 
 
 // ref names c to the store, keeping state until no verifier clock within
 // the leeway could still accept the token.
-func (v *Verifier) ref(c *Claims) TokenRef {
-	return TokenRef{ID: c.ID, Subject: c.Subject, IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt.Add(v.cfg.Leeway), Session: c.sid, Generation: c.Generation}
+func (v *Verifier) ref(c *Claims) store.TokenRef {
+	return store.TokenRef{ID: c.ID, Subject: c.Subject, IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt.Add(v.cfg.Leeway), Session: c.sid, Generation: c.Generation}
 }
 
 // verified returns the claims of a token of class want whose signature and
@@ -290,7 +292,7 @@ func (v *Verifier) verified(ctx context.Context, token string, want TokenType) (
 	// Only access tokens are presented repeatedly; the other classes are
 	// used once, so caching them would only cost.
 	cache := v.cache
-	if want != Access {
+	if want != TypeAccess {
 		cache = nil
 	}
 	if c := cache.get(token, want); c != nil {
@@ -356,9 +358,9 @@ func (v *Verifier) parse(ctx context.Context, token string, want TokenType) (*Cl
 // purpose only on the single-use classes (and there required), a session
 // only on access and refresh tokens (and required on refresh tokens).
 func classClaims(t TokenType, seen int) error {
-	singleUse := t == OneTime || t == Step
+	singleUse := t == TypeOneTime || t == TypeStep
 	switch {
-	case singleUse && seen&cPurpose == 0, t == Refresh && seen&cSid == 0:
+	case singleUse && seen&cPurpose == 0, t == TypeRefresh && seen&cSid == 0:
 		return ErrMissingClaim
 	case !singleUse && seen&cPurpose != 0, singleUse && seen&cSid != 0:
 		return ErrInvalidClaims
@@ -369,7 +371,7 @@ func classClaims(t TokenType, seen int) error {
 // audience is what aud must contain for class t: the resource server for
 // access and one-time tokens, the issuer itself for refresh and step tokens.
 func (v *Verifier) audience(t TokenType) string {
-	if t == Refresh || t == Step {
+	if t == TypeRefresh || t == TypeStep {
 		return v.cfg.Issuer
 	}
 	return v.cfg.Audience
@@ -377,7 +379,7 @@ func (v *Verifier) audience(t TokenType) string {
 
 // maxLifetime caps exp-iat for class t.
 func (v *Verifier) maxLifetime(t TokenType) time.Duration {
-	if t == Refresh {
+	if t == TypeRefresh {
 		return MaxSessionLifetime
 	}
 	return v.cfg.MaxLifetime

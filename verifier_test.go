@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jtiguard/jtiguard/store"
+
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -30,7 +32,7 @@ func payload(t testing.TB, extra string, omit ...string) string {
 	// The jti is derived from the arguments, so that every process (the
 	// fuzzing engine's workers too) builds the same tokens.
 	sum := sha256.Sum256([]byte(extra + "|" + strings.Join(omit, ",")))
-	id, err := jtiguard.NewJTI(bytes.NewReader(sum[:16]))
+	id, err := store.NewJTI(bytes.NewReader(sum[:16]))
 	require.NoError(t, err)
 	now := t0.Unix()
 	members := []string{
@@ -66,7 +68,7 @@ func TestVerifyAcceptsIssuedToken(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, "alice", c.Subject)
 		assert.Equal(t, issued.ID, c.ID)
-		assert.Equal(t, jtiguard.Access, c.Type)
+		assert.Equal(t, jtiguard.TypeAccess, c.Type)
 		assert.Equal(t, "k1", c.KeyID)
 		assert.True(t, c.HasScope("write"))
 		assert.False(t, c.HasScope("admin"))

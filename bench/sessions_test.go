@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jtiguard/jtiguard/store"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jtiguard/jtiguard"
@@ -15,7 +17,7 @@ import (
 
 // redisStore is a store on a loopback redis-server that the benchmark
 // starts and stops (skipped, saying so, when redis-server is missing).
-func redisStore(b *testing.B) jtiguard.Store {
+func redisStore(b *testing.B) store.Store {
 	srv := redistest.Start(b)
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	b.Cleanup(func() { c.Close() })
@@ -35,7 +37,7 @@ func BenchmarkSessions(b *testing.B) {
 	for _, name := range []string{"memory", "redis"} {
 		b.Run(name, func(b *testing.B) {
 			s := newSetup(b, jtiguard.EdDSA)
-			var store jtiguard.Store = s.store
+			var store store.Store = s.store
 			if name == "redis" {
 				store = redisStore(b)
 			}
@@ -126,12 +128,12 @@ func BenchmarkMemoryPerEntry(b *testing.B) {
 			}
 			before := heap()
 			for i := range n {
-				id, _ := jtiguard.NewJTI(nil)
+				id, _ := store.NewJTI(nil)
 				if kind == "token" {
-					err = s.Revoke(ctx, jtiguard.TokenRef{ID: id, ExpiresAt: exp})
+					err = s.Revoke(ctx, store.TokenRef{ID: id, ExpiresAt: exp})
 				} else {
-					rt, _ := jtiguard.NewJTI(nil)
-					err = s.Begin(ctx, jtiguard.Family{ID: id, Subject: subjects[i%len(subjects)], Generation: 1, Refresh: rt, ExpiresAt: exp, IdleTimeout: time.Hour})
+					rt, _ := store.NewJTI(nil)
+					err = s.Begin(ctx, store.Family{ID: id, Subject: subjects[i%len(subjects)], Generation: 1, Refresh: rt, ExpiresAt: exp, IdleTimeout: time.Hour})
 				}
 				if err != nil {
 					b.Fatal(err)

@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/jtiguard/jtiguard/store"
+
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	jwxjwt "github.com/lestrrat-go/jwx/v3/jwt"
@@ -89,7 +91,7 @@ func (s *setup) token(b *testing.B) string {
 }
 
 // verifier returns a verifier on store, or on the setup's memory store.
-func (s *setup) verifier(b *testing.B, store jtiguard.Store) *jtiguard.Verifier {
+func (s *setup) verifier(b *testing.B, store store.Store) *jtiguard.Verifier {
 	if store == nil {
 		store = s.store
 	}

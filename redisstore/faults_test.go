@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jtiguard/jtiguard/store"
+
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -25,7 +27,7 @@ type skewedClock struct{ off atomic.Int64 }
 func (c *skewedClock) Now() time.Time { return time.Now().Add(time.Duration(c.off.Load())) }
 
 // replicaAt is newReplica on the clock now, with the verifier's leeway.
-func replicaAt(t testing.TB, keys *jtiguard.KeySet, store jtiguard.Store, now func() time.Time, leeway time.Duration) *replica {
+func replicaAt(t testing.TB, keys *jtiguard.KeySet, store store.Store, now func() time.Time, leeway time.Duration) *replica {
 	t.Helper()
 	iss, err := jtiguard.NewIssuer(keys, jtiguard.IssuerConfig{Issuer: testIssuer, Now: now})
 	require.NoError(t, err)

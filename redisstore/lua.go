@@ -5,7 +5,7 @@ import "github.com/redis/go-redis/v9"
 // Every operation is one of these scripts, run atomically by Redis (7.0 or
 // later: every script declares its flags, none at all for consume and
 // begin, so that Redis refuses them whole when out of memory rather than
-// midway). Status codes are jtiguard.Status
+// midway). Status codes are store.Status
 // values: 0 Live, 1 Revoked, 2 Used, 3 Lost, 4 Ended, 5 Reused,
 // 6 Superseded.
 //

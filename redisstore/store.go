@@ -56,6 +56,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jtiguard/jtiguard/store"
+
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/redis/go-redis/v9"
 
@@ -125,13 +127,13 @@ var (
 	ErrNotReplicated = errors.New("redisstore: write not confirmed by replicas")
 )
 
-// Store is a jtiguard.Store and jtiguard.SessionStore on Redis. It is safe
+// Store is a store.Store and store.SessionStore on Redis. It is safe
 // for concurrent use.
 type Store struct {
 	c        redis.UniversalClient
 	batch    *batcher
 	prefix   string
-	dead     *ristretto.Cache[string, jtiguard.Status] // keyed by the 16 jti bytes
+	dead     *ristretto.Cache[string, store.Status] // keyed by the 16 jti bytes
 	now      func() time.Time
 	skew     time.Duration
 	replicas int
@@ -155,9 +157,9 @@ type Store struct {
 }
 
 var (
-	_ jtiguard.Store        = (*Store)(nil)
-	_ jtiguard.SessionStore = (*Store)(nil)
-	_ jtiguard.Pinger       = (*Store)(nil)
+	_ store.Store        = (*Store)(nil)
+	_ store.SessionStore = (*Store)(nil)
+	_ jtiguard.Pinger    = (*Store)(nil)
 )
 
 // buckets spread the subjects over the cluster's slots.
@@ -204,7 +206,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		cfg.CacheSize = 100_000
 	}
 	if cfg.CacheSize > 0 {
-		dead, err := ristretto.NewCache(&ristretto.Config[string, jtiguard.Status]{
+		dead, err := ristretto.NewCache(&ristretto.Config[string, store.Status]{
 			NumCounters:        int64(cfg.CacheSize) * 10,
 			MaxCost:            int64(cfg.CacheSize),
 			BufferItems:        64,
@@ -464,7 +466,7 @@ func (s *Store) tag(b byte) string {
 
 // tokenKeys returns the keys a token's scripts take: its jti entry, its
 // bucket's marker and, for a token of a session, its family.
-func (s *Store) tokenKeys(t jtiguard.TokenRef) (b byte, keys []string) {
+func (s *Store) tokenKeys(t store.TokenRef) (b byte, keys []string) {
 	b = bucket(t.Subject)
 	tag := s.tag(b)
 	keys = []string{tag + ":j:" + t.ID.String(), tag + ":e"}
@@ -475,8 +477,8 @@ func (s *Store) tokenKeys(t jtiguard.TokenRef) (b byte, keys []string) {
 }
 
 // remember caches a dead answer for t until the token expires.
-func (s *Store) remember(t jtiguard.TokenRef, st jtiguard.Status) {
-	if s.dead == nil || st == jtiguard.Live {
+func (s *Store) remember(t store.TokenRef, st store.Status) {
+	if s.dead == nil || st == store.Live {
 		return
 	}
 	if ttl := time.Until(t.ExpiresAt); ttl > 0 {
@@ -484,16 +486,16 @@ func (s *Store) remember(t jtiguard.TokenRef, st jtiguard.Status) {
 	}
 }
 
-func (s *Store) cached(t jtiguard.TokenRef) (jtiguard.Status, bool) {
+func (s *Store) cached(t store.TokenRef) (store.Status, bool) {
 	if s.dead == nil {
 		return 0, false
 	}
 	return s.dead.Get(string(t.ID[:]))
 }
 
-// Check implements jtiguard.Store: one round trip (shared with concurrent
+// Check implements store.Store: one round trip (shared with concurrent
 // checks), or none for a token already known dead.
-func (s *Store) Check(ctx context.Context, t jtiguard.TokenRef) (jtiguard.Status, error) {
+func (s *Store) Check(ctx context.Context, t store.TokenRef) (store.Status, error) {
 	if st, ok := s.cached(t); ok {
 		return st, nil
 	}
@@ -517,10 +519,10 @@ func (s *Store) Check(ctx context.Context, t jtiguard.TokenRef) (jtiguard.Status
 // keep is how long the store keeps a token's entry: past its expiry (the
 // Verifier's ref adds the leeway) by MaxClockSkew more, since Redis expires
 // it by its own clock, which may be that far ahead of the verifiers'.
-func (s *Store) keep(t jtiguard.TokenRef) int64 { return t.ExpiresAt.Add(s.skew).UnixMilli() }
+func (s *Store) keep(t store.TokenRef) int64 { return t.ExpiresAt.Add(s.skew).UnixMilli() }
 
-// Consume implements jtiguard.Store: one round trip.
-func (s *Store) Consume(ctx context.Context, t jtiguard.TokenRef, nonce uint64) (jtiguard.Status, error) {
+// Consume implements store.Store: one round trip.
+func (s *Store) Consume(ctx context.Context, t store.TokenRef, nonce uint64) (store.Status, error) {
 	if st, ok := s.cached(t); ok {
 		return st, nil
 	}
@@ -534,20 +536,20 @@ func (s *Store) Consume(ctx context.Context, t jtiguard.TokenRef, nonce uint64) 
 	if err != nil {
 		return 0, wrap("consume", err)
 	}
-	if st == jtiguard.Live {
-		s.remember(t, jtiguard.Used) // later presentations are replays
+	if st == store.Live {
+		s.remember(t, store.Used) // later presentations are replays
 	} else {
 		s.remember(t, st)
 	}
 	return st, nil
 }
 
-// Revoke implements jtiguard.Store: one round trip. It is never refused
+// Revoke implements store.Store: one round trip. It is never refused
 // for memory (the script may exceed maxmemory): a revocation is bounded by
 // its token's lifetime. The revoked answer is cached when a check reads
 // it, not here, so that a revocation takes effect on this process exactly
 // where it does on the others.
-func (s *Store) Revoke(ctx context.Context, t jtiguard.TokenRef) error {
+func (s *Store) Revoke(ctx context.Context, t store.TokenRef) error {
 	if err := s.fit(); err != nil {
 		return err
 	}
@@ -556,9 +558,9 @@ func (s *Store) Revoke(ctx context.Context, t jtiguard.TokenRef) error {
 	return wrap("revoke", err)
 }
 
-// Begin implements jtiguard.SessionStore: one round trip, which records
+// Begin implements store.SessionStore: one round trip, which records
 // the family and its subject index entry together.
-func (s *Store) Begin(ctx context.Context, f jtiguard.Family) error {
+func (s *Store) Begin(ctx context.Context, f store.Family) error {
 	if err := s.fit(); err != nil {
 		return err
 	}
@@ -572,7 +574,7 @@ func (s *Store) Begin(ctx context.Context, f jtiguard.Family) error {
 		switch {
 		case err != nil:
 			return wrap("begin", err)
-		case st == jtiguard.Live:
+		case st == store.Live:
 			return nil
 		case try > 0:
 			return fmt.Errorf("redisstore: begin: the bucket's state was lost; try again: %w", jtiguard.ErrStoreUnavailable)
@@ -587,10 +589,10 @@ func (s *Store) indexKey(tag, subject string) string {
 	return tag + ":s:" + hex.EncodeToString([]byte(subject))
 }
 
-// Rotate implements jtiguard.SessionStore: one round trip.
-func (s *Store) Rotate(ctx context.Context, r jtiguard.Rotation) (jtiguard.Rotated, error) {
+// Rotate implements store.SessionStore: one round trip.
+func (s *Store) Rotate(ctx context.Context, r store.Rotation) (store.Rotated, error) {
 	if err := s.fit(); err != nil {
-		return jtiguard.Rotated{}, err
+		return store.Rotated{}, err
 	}
 	newGen := "0"
 	if r.NewGeneration {
@@ -606,26 +608,26 @@ func (s *Store) Rotate(ctx context.Context, r jtiguard.Rotation) (jtiguard.Rotat
 		strconv.FormatUint(r.Generation, 10), presented, r.Next.String(), newGen,
 		strconv.FormatUint(r.Nonce, 10), r.Grace.Milliseconds(), r.Subject)
 	st, err := status(first, lost, err)
-	if err != nil || st != jtiguard.Live {
-		return jtiguard.Rotated{Status: st}, wrap("rotate", err)
+	if err != nil || st != store.Live {
+		return store.Rotated{Status: st}, wrap("rotate", err)
 	}
 	if len(vals) != headLen+5 {
-		return jtiguard.Rotated{}, fmt.Errorf("redisstore: rotate: unexpected reply %v", vals)
+		return store.Rotated{}, fmt.Errorf("redisstore: rotate: unexpected reply %v", vals)
 	}
 	return parseRotated(vals[headLen:])
 }
 
-func parseRotated(vals []any) (jtiguard.Rotated, error) {
+func parseRotated(vals []any) (store.Rotated, error) {
 	var ints [4]int64
 	for i, v := range vals[1:] {
 		n, ok := v.(int64)
 		if !ok {
-			return jtiguard.Rotated{}, fmt.Errorf("redisstore: rotate: unexpected reply %v", vals)
+			return store.Rotated{}, fmt.Errorf("redisstore: rotate: unexpected reply %v", vals)
 		}
 		ints[i] = n
 	}
-	r := jtiguard.Rotated{
-		Status:     jtiguard.Live,
+	r := store.Rotated{
+		Status:     store.Live,
 		Generation: uint64(ints[0]),
 		At:         time.UnixMilli(ints[1]),
 		ExpiresAt:  time.UnixMilli(ints[2]),
@@ -634,13 +636,13 @@ func parseRotated(vals []any) (jtiguard.Rotated, error) {
 	cur, _ := vals[0].(string)
 	id, err := jtiguard.ParseJTI(cur)
 	if err != nil {
-		return jtiguard.Rotated{}, fmt.Errorf("redisstore: rotate: stored refresh jti: %w", err)
+		return store.Rotated{}, fmt.Errorf("redisstore: rotate: stored refresh jti: %w", err)
 	}
 	r.Next = id
 	return r, nil
 }
 
-// End implements jtiguard.SessionStore: one round trip.
+// End implements store.SessionStore: one round trip.
 func (s *Store) End(ctx context.Context, subject string, sid jtiguard.JTI) error {
 	if err := s.fit(); err != nil {
 		return err
@@ -651,7 +653,7 @@ func (s *Store) End(ctx context.Context, subject string, sid jtiguard.JTI) error
 	return wrap("end", err)
 }
 
-// EndSubject implements jtiguard.SessionStore: one round trip, one atomic
+// EndSubject implements store.SessionStore: one round trip, one atomic
 // script, so a family either was begun before it (and is ended) or after.
 func (s *Store) EndSubject(ctx context.Context, subject string) (int, error) {
 	if err := s.fit(); err != nil {
@@ -741,16 +743,16 @@ func (s *Store) settle(b byte, before *history, vals []any) (first int64, lost b
 }
 
 // status turns a script's settled answer into a Status.
-func status(first int64, lost bool, err error) (jtiguard.Status, error) {
+func status(first int64, lost bool, err error) (store.Status, error) {
 	switch {
 	case err != nil:
 		return 0, err
 	case lost:
-		return jtiguard.Lost, nil
+		return store.Lost, nil
 	case first < 0 || first > math.MaxUint8:
 		return 0, fmt.Errorf("unexpected status %d", first)
 	}
-	return jtiguard.Status(first), nil
+	return store.Status(first), nil
 }
 
 // saw records v as seen of bucket b, keeping the latest.

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jtiguard/jtiguard/store"
+
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -41,7 +43,7 @@ func newStore(t testing.TB, client redis.UniversalClient, cacheSize int) *rediss
 }
 
 func randomID(t testing.TB) string {
-	id, err := jtiguard.NewJTI(nil)
+	id, err := store.NewJTI(nil)
 	require.NoError(t, err)
 	return id.String()
 }
@@ -119,7 +121,7 @@ type replica struct {
 	iss  *jtiguard.Issuer
 }
 
-func newReplica(t testing.TB, keys *jtiguard.KeySet, store jtiguard.Store) *replica {
+func newReplica(t testing.TB, keys *jtiguard.KeySet, store store.Store) *replica {
 	t.Helper()
 	iss, err := jtiguard.NewIssuer(keys, jtiguard.IssuerConfig{Issuer: testIssuer})
 	require.NoError(t, err)

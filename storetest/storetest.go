@@ -23,13 +23,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jtiguard/jtiguard/store"
+
 	"github.com/jtiguard/jtiguard"
 )
 
 // Store is what a jtiguard store implements.
 type Store interface {
-	jtiguard.Store
-	jtiguard.SessionStore
+	store.Store
+	store.SessionStore
 }
 
 // Harness is what the suite needs of one fresh, empty store.
@@ -102,7 +104,7 @@ var ctx = context.Background()
 
 func newID(t *testing.T) jtiguard.JTI {
 	t.Helper()
-	id, err := jtiguard.NewJTI(nil)
+	id, err := store.NewJTI(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,9 +112,9 @@ func newID(t *testing.T) jtiguard.JTI {
 }
 
 // token returns a ref to a token of alice's issued now, living ttl.
-func token(t *testing.T, h Harness, ttl time.Duration) jtiguard.TokenRef {
+func token(t *testing.T, h Harness, ttl time.Duration) store.TokenRef {
 	now := h.Now().Truncate(time.Second)
-	return jtiguard.TokenRef{ID: newID(t), Subject: "alice", IssuedAt: now, ExpiresAt: now.Add(ttl)}
+	return store.TokenRef{ID: newID(t), Subject: "alice", IssuedAt: now, ExpiresAt: now.Add(ttl)}
 }
 
 func want[T comparable](t *testing.T, what string, got, want T, err error) {
@@ -125,7 +127,7 @@ func want[T comparable](t *testing.T, what string, got, want T, err error) {
 	}
 }
 
-func check(t *testing.T, h Harness, r jtiguard.TokenRef, w jtiguard.Status) {
+func check(t *testing.T, h Harness, r store.TokenRef, w store.Status) {
 	t.Helper()
 	st, err := h.Store.Check(ctx, r)
 	want(t, "Check", st, w, err)
@@ -133,28 +135,28 @@ func check(t *testing.T, h Harness, r jtiguard.TokenRef, w jtiguard.Status) {
 
 func testConsumeOnce(t *testing.T, h Harness) {
 	r := token(t, h, time.Minute)
-	check(t, h, r, jtiguard.Live)
+	check(t, h, r, store.Live)
 	st, err := h.Store.Consume(ctx, r, 1)
-	want(t, "first Consume", st, jtiguard.Live, err)
+	want(t, "first Consume", st, store.Live, err)
 	st, err = h.Store.Consume(ctx, r, 2)
-	want(t, "second Consume", st, jtiguard.Used, err)
-	check(t, h, r, jtiguard.Used)
+	want(t, "second Consume", st, store.Used, err)
+	check(t, h, r, store.Used)
 }
 
 func testConsumeRetry(t *testing.T, h Harness) {
 	r := token(t, h, time.Minute)
 	st, err := h.Store.Consume(ctx, r, 42)
-	want(t, "Consume", st, jtiguard.Live, err)
+	want(t, "Consume", st, store.Live, err)
 	st, err = h.Store.Consume(ctx, r, 42)
-	want(t, "the same call retried", st, jtiguard.Live, err)
+	want(t, "the same call retried", st, store.Live, err)
 	st, err = h.Store.Consume(ctx, r, 43)
-	want(t, "another call", st, jtiguard.Used, err)
+	want(t, "another call", st, store.Used, err)
 }
 
 func testConcurrentConsume(t *testing.T, h Harness) {
 	r := token(t, h, time.Minute)
 	var mu sync.Mutex
-	counts := map[jtiguard.Status]int{}
+	counts := map[store.Status]int{}
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range h.Concurrency {
@@ -172,7 +174,7 @@ func testConcurrentConsume(t *testing.T, h Harness) {
 	}
 	close(start)
 	wg.Wait()
-	if counts[jtiguard.Live] != 1 || counts[jtiguard.Used] != h.Concurrency-1 {
+	if counts[store.Live] != 1 || counts[store.Used] != h.Concurrency-1 {
 		t.Fatalf("%d concurrent consumes: %v, want exactly one Live", h.Concurrency, counts)
 	}
 }
@@ -182,23 +184,23 @@ func testRevoke(t *testing.T, h Harness) {
 	if err := h.Store.Revoke(ctx, r); err != nil {
 		t.Fatal(err)
 	}
-	check(t, h, r, jtiguard.Revoked)
+	check(t, h, r, store.Revoked)
 	st, err := h.Store.Consume(ctx, r, 1)
-	want(t, "Consume of a revoked token", st, jtiguard.Revoked, err)
+	want(t, "Consume of a revoked token", st, store.Revoked, err)
 	if err := h.Store.Revoke(ctx, r); err != nil {
 		t.Fatalf("revoking twice: %v", err)
 	}
-	check(t, h, r, jtiguard.Revoked)
+	check(t, h, r, store.Revoked)
 
 	used := token(t, h, time.Minute)
 	st, err = h.Store.Consume(ctx, used, 1)
-	want(t, "Consume", st, jtiguard.Live, err)
+	want(t, "Consume", st, store.Live, err)
 	if err := h.Store.Revoke(ctx, used); err != nil {
 		t.Fatal(err)
 	}
-	check(t, h, used, jtiguard.Revoked)
+	check(t, h, used, store.Revoked)
 	st, err = h.Store.Consume(ctx, used, 1)
-	want(t, "retry after revocation", st, jtiguard.Revoked, err)
+	want(t, "retry after revocation", st, store.Revoked, err)
 }
 
 func testExpiry(t *testing.T, h Harness) {
@@ -206,17 +208,17 @@ func testExpiry(t *testing.T, h Harness) {
 	if err := h.Store.Revoke(ctx, r); err != nil {
 		t.Fatal(err)
 	}
-	check(t, h, r, jtiguard.Revoked)
+	check(t, h, r, store.Revoked)
 	h.Advance(3 * time.Second)
 	// The token is past its exp: verifiers reject it on its own, and the
 	// store no longer needs to remember it.
-	check(t, h, r, jtiguard.Live)
+	check(t, h, r, store.Live)
 }
 
 // begin starts a family of subject living life, idle after idle.
-func begin(t *testing.T, h Harness, subject string, life, idle time.Duration) jtiguard.Family {
+func begin(t *testing.T, h Harness, subject string, life, idle time.Duration) store.Family {
 	t.Helper()
-	f := jtiguard.Family{ID: newID(t), Subject: subject, Generation: 1, Refresh: newID(t), ExpiresAt: h.Now().Truncate(time.Second).Add(life), IdleTimeout: idle}
+	f := store.Family{ID: newID(t), Subject: subject, Generation: 1, Refresh: newID(t), ExpiresAt: h.Now().Truncate(time.Second).Add(life), IdleTimeout: idle}
 	if err := h.Store.Begin(ctx, f); err != nil {
 		t.Fatalf("Begin: %v", err)
 	}
@@ -224,16 +226,16 @@ func begin(t *testing.T, h Harness, subject string, life, idle time.Duration) jt
 }
 
 // member returns a ref to an access token of family f at generation gen.
-func member(t *testing.T, h Harness, f jtiguard.Family, gen uint64) jtiguard.TokenRef {
+func member(t *testing.T, h Harness, f store.Family, gen uint64) store.TokenRef {
 	r := token(t, h, time.Minute)
 	r.Subject, r.Session, r.Generation = f.Subject, f.ID, gen
 	return r
 }
 
-func rotate(t *testing.T, h Harness, f jtiguard.Family, gen uint64, presented jtiguard.JTI, nonce uint64, grace time.Duration) (jtiguard.Rotated, jtiguard.JTI) {
+func rotate(t *testing.T, h Harness, f store.Family, gen uint64, presented jtiguard.JTI, nonce uint64, grace time.Duration) (store.Rotated, jtiguard.JTI) {
 	t.Helper()
 	next := newID(t)
-	r, err := h.Store.Rotate(ctx, jtiguard.Rotation{Subject: f.Subject, Session: f.ID, Generation: gen, Presented: presented, Next: next, Nonce: nonce, Grace: grace})
+	r, err := h.Store.Rotate(ctx, store.Rotation{Subject: f.Subject, Session: f.ID, Generation: gen, Presented: presented, Next: next, Nonce: nonce, Grace: grace})
 	if err != nil {
 		t.Fatalf("Rotate: %v", err)
 	}
@@ -242,24 +244,24 @@ func rotate(t *testing.T, h Harness, f jtiguard.Family, gen uint64, presented jt
 
 func testFamilyChecks(t *testing.T, h Harness) {
 	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
-	check(t, h, member(t, h, f, 1), jtiguard.Live)
-	check(t, h, member(t, h, f, 2), jtiguard.Superseded)
+	check(t, h, member(t, h, f, 1), store.Live)
+	check(t, h, member(t, h, f, 2), store.Superseded)
 	unknown := f
 	unknown.ID = newID(t)
-	check(t, h, member(t, h, unknown, 1), jtiguard.Ended)
+	check(t, h, member(t, h, unknown, 1), store.Ended)
 
 	revoked := member(t, h, f, 1)
 	if err := h.Store.Revoke(ctx, revoked); err != nil {
 		t.Fatal(err)
 	}
-	check(t, h, revoked, jtiguard.Revoked)
+	check(t, h, revoked, store.Revoked)
 
 	if err := h.Store.End(ctx, f.Subject, f.ID); err != nil {
 		t.Fatal(err)
 	}
-	check(t, h, member(t, h, f, 1), jtiguard.Ended)
+	check(t, h, member(t, h, f, 1), store.Ended)
 	r, _ := rotate(t, h, f, 1, f.Refresh, 1, 0)
-	want(t, "Rotate of an ended family", r.Status, jtiguard.Ended, nil)
+	want(t, "Rotate of an ended family", r.Status, store.Ended, nil)
 	if err := h.Store.End(ctx, f.Subject, f.ID); err != nil {
 		t.Fatalf("ending twice: %v", err)
 	}
@@ -271,7 +273,7 @@ func testConsumeInEndedFamily(t *testing.T, h Harness) {
 		t.Fatal(err)
 	}
 	st, err := h.Store.Consume(ctx, member(t, h, f, 1), 1)
-	want(t, "Consume in an ended family", st, jtiguard.Ended, err)
+	want(t, "Consume in an ended family", st, store.Ended, err)
 }
 
 func testRotateRace(t *testing.T, h Harness) {
@@ -284,12 +286,12 @@ func testRotateRace(t *testing.T, h Harness) {
 	for i := range h.Concurrency {
 		wg.Go(func() {
 			<-start
-			next, err := jtiguard.NewJTI(nil)
+			next, err := store.NewJTI(nil)
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			r, err := h.Store.Rotate(ctx, jtiguard.Rotation{Subject: f.Subject, Session: f.ID, Generation: 1, Presented: f.Refresh, Next: next, Nonce: uint64(i + 1)})
+			r, err := h.Store.Rotate(ctx, store.Rotation{Subject: f.Subject, Session: f.ID, Generation: 1, Presented: f.Refresh, Next: next, Nonce: uint64(i + 1)})
 			if err != nil {
 				t.Errorf("Rotate: %v", err)
 				return
@@ -297,7 +299,7 @@ func testRotateRace(t *testing.T, h Harness) {
 			mu.Lock()
 			defer mu.Unlock()
 			counts[fmt.Sprintf("%v/repeat=%v", r.Status, r.Repeat)]++
-			if r.Status == jtiguard.Live && !r.Repeat {
+			if r.Status == store.Live && !r.Repeat {
 				winners = append(winners, r.Next)
 				if r.Next != next {
 					t.Errorf("the winner's Next is not its own")
@@ -307,106 +309,106 @@ func testRotateRace(t *testing.T, h Harness) {
 	}
 	close(start)
 	wg.Wait()
-	if len(winners) != 1 || counts[fmt.Sprintf("%v/repeat=false", jtiguard.Reused)] != h.Concurrency-1 {
+	if len(winners) != 1 || counts[fmt.Sprintf("%v/repeat=false", store.Reused)] != h.Concurrency-1 {
 		t.Fatalf("%d concurrent rotations without grace: %v, want one winner and reuse for the rest", h.Concurrency, counts)
 	}
 	// The losers presented a superseded token: the family is dead for all.
-	check(t, h, member(t, h, f, 1), jtiguard.Reused)
+	check(t, h, member(t, h, f, 1), store.Reused)
 	r, _ := rotate(t, h, f, 1, winners[0], 999_999, 0)
-	want(t, "Rotate with the winner's token after reuse", r.Status, jtiguard.Reused, nil)
+	want(t, "Rotate with the winner's token after reuse", r.Status, store.Reused, nil)
 }
 
 func testReuse(t *testing.T, h Harness) {
 	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
 	r1, t1 := rotate(t, h, f, 1, f.Refresh, 1, 0)
-	want(t, "first rotation", r1.Status, jtiguard.Live, nil)
+	want(t, "first rotation", r1.Status, store.Live, nil)
 	if r1.Next != t1 || r1.Generation != 1 || r1.Repeat {
 		t.Fatalf("first rotation = %+v", r1)
 	}
 	r2, _ := rotate(t, h, f, 1, t1, 2, 0)
-	want(t, "second rotation", r2.Status, jtiguard.Live, nil)
+	want(t, "second rotation", r2.Status, store.Live, nil)
 	// The second-to-last token comes back: reuse.
 	r3, _ := rotate(t, h, f, 1, t1, 3, 0)
-	want(t, "replay of a rotated token", r3.Status, jtiguard.Reused, nil)
-	check(t, h, member(t, h, f, 1), jtiguard.Reused)
+	want(t, "replay of a rotated token", r3.Status, store.Reused, nil)
+	check(t, h, member(t, h, f, 1), store.Reused)
 	r4, _ := rotate(t, h, f, 1, r2.Next, 4, 0)
-	want(t, "the current token after reuse", r4.Status, jtiguard.Reused, nil)
+	want(t, "the current token after reuse", r4.Status, store.Reused, nil)
 }
 
 func testGrace(t *testing.T, h Harness) {
 	const grace = 30 * time.Second
 	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
 	r1, t1 := rotate(t, h, f, 1, f.Refresh, 1, grace)
-	want(t, "rotation", r1.Status, jtiguard.Live, nil)
+	want(t, "rotation", r1.Status, store.Live, nil)
 	again, _ := rotate(t, h, f, 1, f.Refresh, 2, grace)
-	want(t, "previous token within grace", again.Status, jtiguard.Live, nil)
+	want(t, "previous token within grace", again.Status, store.Live, nil)
 	if !again.Repeat || again.Next != t1 || !again.At.Equal(r1.At) {
 		t.Fatalf("grace answer %+v, want the same successor %v at %v", again, t1, r1.At)
 	}
 	r2, _ := rotate(t, h, f, 1, t1, 3, grace)
-	want(t, "next rotation", r2.Status, jtiguard.Live, nil)
+	want(t, "next rotation", r2.Status, store.Live, nil)
 	old, _ := rotate(t, h, f, 1, f.Refresh, 4, grace)
-	want(t, "an older token never gets grace", old.Status, jtiguard.Reused, nil)
+	want(t, "an older token never gets grace", old.Status, store.Reused, nil)
 }
 
 func testGraceExpires(t *testing.T, h Harness) {
 	const grace = 2 * time.Second
 	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
 	r1, _ := rotate(t, h, f, 1, f.Refresh, 1, grace)
-	want(t, "rotation", r1.Status, jtiguard.Live, nil)
+	want(t, "rotation", r1.Status, store.Live, nil)
 	h.Advance(3 * time.Second)
 	late, _ := rotate(t, h, f, 1, f.Refresh, 2, grace)
-	want(t, "previous token after the grace window", late.Status, jtiguard.Reused, nil)
+	want(t, "previous token after the grace window", late.Status, store.Reused, nil)
 }
 
 func testRotateRetry(t *testing.T, h Harness) {
 	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
 	next := newID(t)
-	rot := jtiguard.Rotation{Subject: f.Subject, Session: f.ID, Generation: 1, Presented: f.Refresh, Next: next, Nonce: 77}
+	rot := store.Rotation{Subject: f.Subject, Session: f.ID, Generation: 1, Presented: f.Refresh, Next: next, Nonce: 77}
 	r1, err := h.Store.Rotate(ctx, rot)
-	want(t, "rotation", r1.Status, jtiguard.Live, err)
+	want(t, "rotation", r1.Status, store.Live, err)
 	// The reply was lost and the client library sent the same call again.
 	r2, err := h.Store.Rotate(ctx, rot)
-	want(t, "the same rotation retried", r2.Status, jtiguard.Live, err)
+	want(t, "the same rotation retried", r2.Status, store.Live, err)
 	if !r2.Repeat || r2.Next != next {
 		t.Fatalf("retry = %+v, want a repeat of %v", r2, next)
 	}
-	check(t, h, member(t, h, f, 1), jtiguard.Live)
+	check(t, h, member(t, h, f, 1), store.Live)
 }
 
 func testGenerationBump(t *testing.T, h Harness) {
 	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
-	bump := jtiguard.Rotation{Subject: f.Subject, Session: f.ID, Generation: 1, Next: newID(t), NewGeneration: true, Nonce: 5}
+	bump := store.Rotation{Subject: f.Subject, Session: f.ID, Generation: 1, Next: newID(t), NewGeneration: true, Nonce: 5}
 	r, err := h.Store.Rotate(ctx, bump)
-	want(t, "bump", r.Status, jtiguard.Live, err)
+	want(t, "bump", r.Status, store.Live, err)
 	want(t, "generation", r.Generation, 2, nil)
 	r, err = h.Store.Rotate(ctx, bump)
-	want(t, "the same bump retried", r.Status, jtiguard.Live, err)
+	want(t, "the same bump retried", r.Status, store.Live, err)
 	if !r.Repeat || r.Generation != 2 || r.Next != bump.Next {
 		t.Fatalf("retried bump = %+v", r)
 	}
 	other := bump
 	other.Nonce, other.Next = 6, newID(t)
 	r, err = h.Store.Rotate(ctx, other)
-	want(t, "a second bump from the old generation", r.Status, jtiguard.Superseded, err)
+	want(t, "a second bump from the old generation", r.Status, store.Superseded, err)
 
-	check(t, h, member(t, h, f, 1), jtiguard.Superseded)
-	check(t, h, member(t, h, f, 2), jtiguard.Live)
+	check(t, h, member(t, h, f, 1), store.Superseded)
+	check(t, h, member(t, h, f, 2), store.Live)
 	old, _ := rotate(t, h, f, 1, f.Refresh, 7, time.Minute)
-	want(t, "a refresh token from before the bump", old.Status, jtiguard.Reused, nil)
+	want(t, "a refresh token from before the bump", old.Status, store.Reused, nil)
 }
 
 func testIdle(t *testing.T, h Harness) {
 	f := begin(t, h, "alice", time.Hour, 3*time.Second)
 	h.Advance(2 * time.Second)
 	r, next := rotate(t, h, f, 1, f.Refresh, 1, 0)
-	want(t, "rotation before the idle timeout", r.Status, jtiguard.Live, nil)
+	want(t, "rotation before the idle timeout", r.Status, store.Live, nil)
 	h.Advance(2 * time.Second)
-	check(t, h, member(t, h, f, 1), jtiguard.Live) // the rotation reset the idle clock
+	check(t, h, member(t, h, f, 1), store.Live) // the rotation reset the idle clock
 	h.Advance(2 * time.Second)
-	check(t, h, member(t, h, f, 1), jtiguard.Ended)
+	check(t, h, member(t, h, f, 1), store.Ended)
 	r, _ = rotate(t, h, f, 1, next, 2, 0)
-	want(t, "rotation after the idle timeout", r.Status, jtiguard.Ended, nil)
+	want(t, "rotation after the idle timeout", r.Status, store.Ended, nil)
 }
 
 func testAbsolute(t *testing.T, h Harness) {
@@ -415,34 +417,34 @@ func testAbsolute(t *testing.T, h Harness) {
 	for i := range 2 {
 		h.Advance(2 * time.Second)
 		r, next := rotate(t, h, f, 1, presented, uint64(i+1), 0)
-		if r.Status == jtiguard.Live {
+		if r.Status == store.Live {
 			if !r.ExpiresAt.Equal(f.ExpiresAt) {
 				t.Fatalf("rotation moved the absolute end to %v", r.ExpiresAt)
 			}
 			presented = next
 			continue
 		}
-		want(t, "rotation at the absolute end", r.Status, jtiguard.Ended, nil)
+		want(t, "rotation at the absolute end", r.Status, store.Ended, nil)
 	}
-	check(t, h, member(t, h, f, 1), jtiguard.Ended)
+	check(t, h, member(t, h, f, 1), store.Ended)
 }
 
 func testLogoutAll(t *testing.T, h Harness) {
-	var alice []jtiguard.Family
+	var alice []store.Family
 	for range 3 {
 		alice = append(alice, begin(t, h, "alice", time.Hour, 10*time.Minute))
 	}
 	bob := begin(t, h, "bob", time.Hour, 10*time.Minute)
 	reused := begin(t, h, "alice", time.Hour, 10*time.Minute)
 	rotate(t, h, reused, 1, newID(t), 1, 0) // a stranger's token: reuse
-	check(t, h, member(t, h, reused, 1), jtiguard.Reused)
+	check(t, h, member(t, h, reused, 1), store.Reused)
 	n, err := h.Store.EndSubject(ctx, "alice")
 	want(t, "live families ended", n, 3, err)
-	check(t, h, member(t, h, reused, 1), jtiguard.Ended)
+	check(t, h, member(t, h, reused, 1), store.Ended)
 	for _, f := range alice {
-		check(t, h, member(t, h, f, 1), jtiguard.Ended)
+		check(t, h, member(t, h, f, 1), store.Ended)
 	}
-	check(t, h, member(t, h, bob, 1), jtiguard.Live)
+	check(t, h, member(t, h, bob, 1), store.Live)
 	n, err = h.Store.EndSubject(ctx, "alice")
 	want(t, "families ended the second time", n, 0, err)
 }
@@ -456,7 +458,7 @@ func testFull(t *testing.T, h Harness) {
 	if _, err := s.Consume(ctx, r, 1); !errors.Is(err, jtiguard.ErrStoreUnavailable) {
 		t.Errorf("Consume in a full store: %v, want ErrStoreUnavailable", err)
 	}
-	f := jtiguard.Family{ID: newID(t), Subject: "alice", Generation: 1, Refresh: newID(t), ExpiresAt: h.Now().Add(time.Hour), IdleTimeout: time.Minute}
+	f := store.Family{ID: newID(t), Subject: "alice", Generation: 1, Refresh: newID(t), ExpiresAt: h.Now().Add(time.Hour), IdleTimeout: time.Minute}
 	if err := s.Begin(ctx, f); !errors.Is(err, jtiguard.ErrStoreUnavailable) {
 		t.Errorf("Begin in a full store: %v, want ErrStoreUnavailable", err)
 	}
@@ -467,7 +469,7 @@ func testFull(t *testing.T, h Harness) {
 		t.Fatalf("Revoke in a full store: %v, want it recorded", err)
 	}
 	st, err := s.Check(ctx, r)
-	want(t, "Check after a revocation at capacity", st, jtiguard.Revoked, err)
+	want(t, "Check after a revocation at capacity", st, store.Revoked, err)
 }
 
 // testRevokedPresented: a token revoked by id (RevokeID) mints nothing: its
@@ -480,16 +482,16 @@ func testRevokedPresented(t *testing.T, h Harness) {
 		t.Fatal(err)
 	}
 	r, _ := rotate(t, h, f, 1, f.Refresh, 1, time.Minute)
-	want(t, "Rotate presenting a revoked refresh token", r.Status, jtiguard.Revoked, nil)
-	check(t, h, member(t, h, f, 1), jtiguard.Live) // the family itself lives on
+	want(t, "Rotate presenting a revoked refresh token", r.Status, store.Revoked, nil)
+	check(t, h, member(t, h, f, 1), store.Live) // the family itself lives on
 
 	at := member(t, h, f, 1)
 	if err := h.Store.Revoke(ctx, at); err != nil {
 		t.Fatal(err)
 	}
-	bump, err := h.Store.Rotate(ctx, jtiguard.Rotation{Subject: f.Subject, Session: f.ID, Generation: 1, Presented: at.ID, Next: newID(t), NewGeneration: true, Nonce: 9})
-	want(t, "privilege change presenting a revoked access token", bump.Status, jtiguard.Revoked, err)
-	check(t, h, member(t, h, f, 1), jtiguard.Live)
+	bump, err := h.Store.Rotate(ctx, store.Rotation{Subject: f.Subject, Session: f.ID, Generation: 1, Presented: at.ID, Next: newID(t), NewGeneration: true, Nonce: 9})
+	want(t, "privilege change presenting a revoked access token", bump.Status, store.Revoked, err)
+	check(t, h, member(t, h, f, 1), store.Live)
 }
 
 // testEndSubjectMatch: End ends a family only under its own subject.
@@ -498,11 +500,11 @@ func testEndSubjectMatch(t *testing.T, h Harness) {
 	if err := h.Store.End(ctx, "mallory", f.ID); err != nil {
 		t.Fatal(err)
 	}
-	check(t, h, member(t, h, f, 1), jtiguard.Live)
+	check(t, h, member(t, h, f, 1), store.Live)
 	if err := h.Store.End(ctx, "alice", f.ID); err != nil {
 		t.Fatal(err)
 	}
-	check(t, h, member(t, h, f, 1), jtiguard.Ended)
+	check(t, h, member(t, h, f, 1), store.Ended)
 }
 
 // testBeginEndSubjectRace: a login racing a logout-all either is ended by
@@ -510,9 +512,9 @@ func testEndSubjectMatch(t *testing.T, h Harness) {
 // logout-all.
 func testBeginEndSubjectRace(t *testing.T, h Harness) {
 	subject := "race-" + newID(t).String()
-	var fams []jtiguard.Family
+	var fams []store.Family
 	for range h.Rounds {
-		f := jtiguard.Family{ID: newID(t), Subject: subject, Generation: 1, Refresh: newID(t), ExpiresAt: h.Now().Truncate(time.Second).Add(time.Hour), IdleTimeout: 10 * time.Minute}
+		f := store.Family{ID: newID(t), Subject: subject, Generation: 1, Refresh: newID(t), ExpiresAt: h.Now().Truncate(time.Second).Add(time.Hour), IdleTimeout: 10 * time.Minute}
 		fams = append(fams, f)
 		var wg sync.WaitGroup
 		wg.Go(func() {
@@ -532,7 +534,7 @@ func testBeginEndSubjectRace(t *testing.T, h Harness) {
 	}
 	escaped := 0
 	for _, f := range fams {
-		if st, err := h.Store.Check(ctx, member(t, h, f, 1)); err != nil || st != jtiguard.Ended {
+		if st, err := h.Store.Check(ctx, member(t, h, f, 1)); err != nil || st != store.Ended {
 			escaped++
 		}
 	}

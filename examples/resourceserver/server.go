@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/jtiguard/jtiguard/store"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jtiguard/jtiguard"
@@ -94,7 +96,7 @@ func (s *Server) open(ctx context.Context, cfg Config) error {
 		return err
 	}
 	s.closers = append(s.closers, rk.Close)
-	var store jtiguard.Store
+	var st store.Store
 	if cfg.RedisAddr != "" {
 		rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, ContextTimeoutEnabled: true})
 		s.closers = append(s.closers, func() { rdb.Close() })
@@ -103,7 +105,7 @@ func (s *Server) open(ctx context.Context, cfg Config) error {
 			return err
 		}
 		s.closers = append(s.closers, rs.Close)
-		store = rs
+		st = rs
 	} else {
 		is, err := jtiguard.NewIntrospectionStore(cfg.IntrospectionURL, jtiguard.IntrospectionConfig{
 			ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, Client: cfg.HTTPClient, CacheTTL: cfg.IntrospectionCacheTTL,
@@ -112,15 +114,15 @@ func (s *Server) open(ctx context.Context, cfg Config) error {
 			return err
 		}
 		s.closers = append(s.closers, is.Close)
-		store = is
+		st = is
 	}
 	s.verifier, err = jtiguard.NewVerifier(rk.Keys(), jtiguard.VerifierConfig{
-		Issuer: cfg.Issuer, Audience: cfg.Audience, Store: store, Logger: cfg.Logger,
+		Issuer: cfg.Issuer, Audience: cfg.Audience, Store: st, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return err
 	}
-	s.closers = append(s.closers, s.verifier.Close) // closed first: before its store
+	s.closers = append(s.closers, s.verifier.Close) // closed first: before its st
 	s.guard = jtiguard.NewGuard(s.verifier, jtiguard.GuardConfig{Realm: "orders"})
 	return nil
 }

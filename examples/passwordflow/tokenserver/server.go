@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jtiguard/jtiguard/store"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jtiguard/jtiguard"
@@ -103,7 +105,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
-	var store jtiguard.Store
+	var st store.Store
 	if cfg.RedisAddr != "" {
 		rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, ContextTimeoutEnabled: true})
 		rs, err := redisstore.New(ctx, redisstore.Config{Client: rdb, Prefix: RedisPrefix})
@@ -113,14 +115,14 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 		s.closers = append(s.closers, func() { rs.Close(); rdb.Close() })
-		store = rs
+		st = rs
 	} else {
 		ms, err := jtiguard.NewMemoryStore(jtiguard.MemoryConfig{})
 		if err != nil {
 			s.Close()
 			return nil, err
 		}
-		store = ms
+		st = ms
 	}
 	var err error
 	if s.issuer, err = jtiguard.NewIssuer(s.keys, jtiguard.IssuerConfig{Issuer: cfg.Issuer, AccessTTL: cfg.AccessTTL}); err != nil {
@@ -130,7 +132,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	s.verifier, err = jtiguard.NewVerifier(s.keys, jtiguard.VerifierConfig{
 		Issuer:    cfg.Issuer,
 		Audience:  cfg.Issuer + "/api",
-		Store:     store,
+		Store:     st,
 		Logger:    cfg.Logger,
 		ACRLevels: []string{"pwd", "mfa"},
 	})

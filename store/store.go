@@ -1,4 +1,10 @@
-package jtiguard
+// Package store is the contract between jtiguard and the stores that keep
+// the state that makes a validly signed token dead: revoked and used jti
+// values, and session families. It is to jtiguard what database/sql/driver
+// is to database/sql: users pick a store (jtiguard.MemoryStore, the
+// redisstore module) and never call it; implementers satisfy Store and
+// SessionStore here and prove it with the storetest suite.
+package store
 
 import (
 	"context"
@@ -68,7 +74,8 @@ type TokenRef struct {
 // atomic: no interleaving of calls can make two Consume calls for one token
 // both see Live. err is for infrastructure failures only (unreachable,
 // timed out, full); a verifier treats any err as "cannot vouch" and rejects
-// the request with ErrStoreUnavailable, never as a pass. A store that lost
+// the request with jtiguard.ErrStoreUnavailable, never as a pass (a full
+// store returns an error matching jtiguard.ErrStoreFull). A store that lost
 // its data must answer Lost for tokens issued before the loss instead of
 // Live.
 type Store interface {
