@@ -524,6 +524,32 @@ func clientCredentials(r *http.Request) (id, secret string, err error) {
 	return fid, fsecret, nil
 }
 
+// authClient reads an OAuth endpoint's form and authenticates its client,
+// returning the client's id.
+func authClient(w http.ResponseWriter, r *http.Request, clients ClientAuth) (string, error) {
+	if err := parseForm(w, r); err != nil {
+		return "", err
+	}
+	id, secret, err := clientCredentials(r)
+	if err != nil {
+		return "", err
+	}
+	if id == "" || !clients(r.Context(), id, secret) {
+		return "", OAuthError("invalid_client", "client authentication failed")
+	}
+	return id, nil
+}
+
+// formToken is the token parameter of a revocation or introspection
+// request.
+func formToken(r *http.Request) (string, error) {
+	tok := r.PostForm.Get("token")
+	if tok == "" {
+		return "", invalidRequest("token is required")
+	}
+	return tok, nil
+}
+
 // parseForm reads an OAuth endpoint's POST form, refusing other methods,
 // other content types, bodies over MaxFormBytes, repeated parameters and
 // parameters in the URL.
@@ -613,15 +639,9 @@ func WriteTokenPair(w http.ResponseWriter, pair *TokenPair) {
 }
 
 func (e *TokenEndpoint) grant(w http.ResponseWriter, r *http.Request) (*TokenPair, error) {
-	if err := parseForm(w, r); err != nil {
-		return nil, err
-	}
-	id, secret, err := clientCredentials(r)
+	id, err := authClient(w, r, e.Clients)
 	if err != nil {
 		return nil, err
-	}
-	if id == "" || !e.Clients(r.Context(), id, secret) {
-		return nil, OAuthError("invalid_client", "client authentication failed")
 	}
 	f := r.PostForm
 	switch f.Get("grant_type") {
@@ -731,19 +751,13 @@ func (e *RevocationEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (e *RevocationEndpoint) revoke(w http.ResponseWriter, r *http.Request) error {
-	if err := parseForm(w, r); err != nil {
-		return err
-	}
-	id, secret, err := clientCredentials(r)
+	id, err := authClient(w, r, e.Clients)
 	if err != nil {
 		return err
 	}
-	if id == "" || !e.Clients(r.Context(), id, secret) {
-		return OAuthError("invalid_client", "client authentication failed")
-	}
-	tok := r.PostForm.Get("token")
-	if tok == "" {
-		return invalidRequest("token is required")
+	tok, err := formToken(r)
+	if err != nil {
+		return err
 	}
 	c, err := e.Verifier.authentic(r.Context(), tok, 0)
 	if err != nil {
@@ -852,19 +866,12 @@ func (e *IntrospectionEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request
 // introspect authenticates the client and returns the claims of an active
 // token; a token that is not active yields its invalid_token *Error.
 func (e *IntrospectionEndpoint) introspect(w http.ResponseWriter, r *http.Request) (*Claims, error) {
-	if err := parseForm(w, r); err != nil {
+	if _, err := authClient(w, r, e.Clients); err != nil {
 		return nil, err
 	}
-	id, secret, err := clientCredentials(r)
+	tok, err := formToken(r)
 	if err != nil {
 		return nil, err
-	}
-	if id == "" || !e.Clients(r.Context(), id, secret) {
-		return nil, OAuthError("invalid_client", "client authentication failed")
-	}
-	tok := r.PostForm.Get("token")
-	if tok == "" {
-		return nil, invalidRequest("token is required")
 	}
 	return e.Verifier.introspect(r.Context(), tok)
 }
