@@ -91,8 +91,13 @@ func redisBenchmarkEvalsha(b *testing.B, srv *redistest.Server, clients int) flo
 	if err != nil {
 		b.Fatal(err)
 	}
+	// The bucket's marker exists, as in a store in use: the script reads it,
+	// the jti entry and the stamp, like a verification.
+	if err := c.HSet(context.Background(), "bench{b00}:e", "m", 0, "g", 1, "q", 1, "w1", "s").Err(); err != nil {
+		b.Fatal(err)
+	}
 	out, err := exec.Command(bin, "-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port()), "-c", strconv.Itoa(clients),
-		"-n", "100000", "-q", "evalsha", sha, "2", "bench{b00}:j:x", "bench{b00}:e", "0", "0").CombinedOutput()
+		"-n", "100000", "-q", "evalsha", sha, "2", "bench{b00}:j:x", "bench{b00}:e", "1", "", "0", "0").CombinedOutput()
 	if err != nil {
 		b.Fatalf("redis-benchmark: %v: %s", err, out)
 	}
