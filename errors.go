@@ -92,6 +92,26 @@ var (
 	ErrStateLost = newSentinel("token predates the revocation store", nil)
 )
 
+// DPoP proof rejections (RFC 9449). They are not token rejections: none
+// matches ErrInvalidToken, and each matches exactly one of
+// ErrInvalidDPoPProof and ErrUseDPoPNonce, so that a server answers with
+// the right code. The *Error's Description says which check failed and
+// never quotes the proof.
+var (
+	// ErrInvalidDPoPProof matches every refused DPoP proof but those
+	// refused for their nonce (code invalid_dpop_proof: HTTP 401 from a
+	// resource server, 400 from a token endpoint).
+	ErrInvalidDPoPProof = newSentinel("invalid DPoP proof", nil)
+	// ErrDPoPReplayed: the proof's jti was already used with its key. It
+	// matches ErrInvalidDPoPProof.
+	ErrDPoPReplayed error = &wrapped{msg: "jtiguard: DPoP proof already used", err: ErrInvalidDPoPProof}
+	// ErrUseDPoPNonce: server nonces are on and the proof carries none, or
+	// one that is stale or was never issued (code use_dpop_nonce). Answer
+	// with a fresh DPoPVerifier.Nonce in the DPoP-Nonce header: the client
+	// retries with it.
+	ErrUseDPoPNonce = newSentinel("DPoP nonce required", nil)
+)
+
 // Infrastructure failures (HTTP 503). These never mean a token was accepted.
 var (
 	// ErrStoreUnavailable: the store could not answer (down, timing out, full).
@@ -136,10 +156,11 @@ func (w *wrapped) Unwrap() error { return w.err }
 //
 // Use errors.Is with the sentinels above to branch on the reason.
 type Error struct {
-	// Status is the HTTP status: 401 for a rejected token, 503 when the
-	// store could not answer.
+	// Status is the HTTP status: 401 for a rejected token or DPoP proof,
+	// 503 when the store could not answer.
 	Status int
-	// Code is the OAuth error code: "invalid_token" or "temporarily_unavailable".
+	// Code is the OAuth error code: "invalid_token",
+	// "invalid_dpop_proof", "use_dpop_nonce" or "temporarily_unavailable".
 	Code string
 	// Description is a short human-readable reason, safe for clients.
 	Description string
@@ -176,12 +197,15 @@ func (e *Error) Unwrap() []error {
 	return errs
 }
 
-// OAuth 2.0 error codes (RFC 6750 section 3.1, RFC 9470 section 3).
+// OAuth 2.0 error codes (RFC 6750 section 3.1, RFC 9470 section 3, RFC
+// 9449).
 const (
 	codeInvalidToken      = "invalid_token"
 	codeInsufficientScope = "insufficient_scope"
 	codeInsufficientAuth  = "insufficient_user_authentication"
 	codeUnavailable       = "temporarily_unavailable"
+	codeInvalidDPoPProof  = "invalid_dpop_proof"
+	codeUseDPoPNonce      = "use_dpop_nonce"
 )
 
 // rejections holds one immutable *Error per rejection sentinel, so that the

@@ -19,6 +19,10 @@ const (
 	EventFamilyRevoked EventKind = "family_revoked"
 	// EventReplayRefused: a one-time or step token was presented again.
 	EventReplayRefused EventKind = "replay_refused"
+	// EventDPoPReplayRefused: a DPoP proof was presented again with its
+	// key; JTI is the proof's jti. A client retrying with the same proof
+	// is buggy; otherwise a proof was captured and replayed.
+	EventDPoPReplayRefused EventKind = "dpop_replay_refused"
 	// EventStoreUnavailable: the store could not answer; the request was
 	// refused.
 	EventStoreUnavailable EventKind = "store_unavailable"
