@@ -5,7 +5,7 @@ STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 MODULES    := $(shell find . -name go.mod -not -path './.git/*' -exec dirname {} \; | sort)
 FUZZTIME   ?= 10s
 # Fuzz targets as package:target pairs; each runs for FUZZTIME.
-FUZZ       := .:FuzzVerify .:FuzzParseJTI .:FuzzParseJWK .:FuzzParsePEM .:FuzzClaimsJSON .:FuzzHeader .:FuzzBearerHeader .:FuzzChallenge
+FUZZ       := .:FuzzVerify .:FuzzParseJTI .:FuzzParseJWK .:FuzzParsePEM .:FuzzClaimsJSON .:FuzzHeader .:FuzzBearerHeader .:FuzzChallenge .:FuzzDPoPProof
 
 .PHONY: test check vet lint unit fuzz faults bench bench-core run run-quickstart
 
