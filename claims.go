@@ -80,6 +80,12 @@ type Claims struct {
 	AMR        []string  // amr: authentication methods
 	AuthTime   time.Time // auth_time: when the user last authenticated
 	Purpose    string    // purpose of a one-time token
+	// JKT is cnf.jkt (RFC 9449 section 6.1, RFC 7800): the RFC 7638
+	// SHA-256 thumbprint of the DPoP key an access or refresh token is
+	// bound to, or "" for a bearer token. A bound token is accepted only
+	// with a DPoP proof signed by that key (DPoPVerifier.Verify, the
+	// Guard, the TokenEndpoint); Verifier.Verify refuses it.
+	JKT string
 
 	// Extra holds the custom claims: those not registered above, as raw
 	// JSON values, such as roles or a tenant. Names that equal a registered
@@ -152,11 +158,12 @@ const (
 	cAuthTime
 	cPurpose
 	cGen
+	cCnf
 )
 
 var claimNames = []string{
 	"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "client_id", "scope",
-	"sid", "acr", "amr", "auth_time", "purpose", "gen",
+	"sid", "acr", "amr", "auth_time", "purpose", "gen", "cnf",
 }
 
 // registeredName reports whether n equals a registered claim name, or
@@ -260,6 +267,9 @@ func (c *Claims) readMember(r *jsonReader, name string) (bit int, err error) {
 	case "purpose":
 		c.Purpose, err = r.str()
 		bit = cPurpose
+	case "cnf":
+		c.JKT, err = r.cnf()
+		bit = cCnf
 	default:
 		if registeredName(name) {
 			return 0, ErrInvalidClaims // case variant of a registered claim
@@ -325,6 +335,12 @@ func appendClaims(b []byte, c *Claims) []byte {
 	}
 	if c.Purpose != "" {
 		w.str("purpose", c.Purpose)
+	}
+	if c.JKT != "" {
+		w.name("cnf")
+		w.b = append(w.b, `{"jkt":`...)
+		w.b = appendJSONString(w.b, c.JKT)
+		w.b = append(w.b, '}')
 	}
 	for _, n := range sortedNames(c.Extra) {
 		w.raw(n, string(c.Extra[n]))
@@ -478,6 +494,51 @@ func foldName(s string) string {
 	return b.String()
 }
 
+// cnf reads a confirmation claim (RFC 7800) strictly: an object with
+// exactly one member, jkt, a thumbprint as validJKT has it. Other
+// confirmation methods (jwk, x5t#S256, ...) are refused, not ignored: a
+// token bound by a method this package cannot check must not pass as a
+// bearer token.
+func (r *jsonReader) cnf() (string, error) {
+	if r.peek() != '{' {
+		return "", errJSON
+	}
+	sub := jsonReader{s: r.s, i: r.i}
+	if sub.open() != nil {
+		return "", errJSON
+	}
+	name, ok, err := sub.next()
+	if err != nil || !ok || name != "jkt" {
+		return "", errJSON
+	}
+	jkt, err := sub.str()
+	if err != nil || !validJKT(jkt) {
+		return "", errJSON
+	}
+	if _, more, err := sub.next(); err != nil || more {
+		return "", errJSON
+	}
+	r.i = sub.i
+	return jkt, nil
+}
+
+// validJKT reports whether s is an RFC 7638 SHA-256 thumbprint as RFC
+// 9449 writes it: 43 characters of canonical, unpadded base64url.
+func validJKT(s string) bool {
+	if len(s) != 43 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !b64Alphabet[s[i]] {
+			return false
+		}
+	}
+	// 32 bytes take 42 2/3 characters: the last one's 2 low bits are 0.
+	return strings.IndexByte(b64URLAlphabet, s[42])&3 == 0
+}
+
+const b64URLAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
 // checkText refuses claim strings that are not valid UTF-8, so that what is
 // signed is what a strict reader accepts.
 func (c *Claims) checkText() error {
@@ -486,6 +547,7 @@ func (c *Claims) checkText() error {
 			return ErrConfig
 		}
 	}
+
 	for _, list := range [...][]string{c.Audience, c.AMR} {
 		for _, s := range list {
 			if !utf8.ValidString(s) {

@@ -895,3 +895,67 @@ func (d *DPoPVerifier) validNonce(nonce string, now time.Time) bool {
 	}
 	return eq(ns.n[1]) || eq(ns.n[0]) || (d.slotOf(now.Add(d.v.cfg.Leeway)) > ns.slot && eq(ns.n[2]))
 }
+
+// Verify checks a DPoP-bound access token presented with proof (RFC 9449
+// section 7.1): the token as Verifier.Verify does (signature, claims,
+// store), then the proof as VerifyProof does, for req with req.AccessToken
+// set to token (so the proof's ath must be the token's hash), then that
+// the token is bound to the proof's key (its cnf.jkt equals the proof's
+// thumbprint). A bearer token (no cnf.jkt) is refused with
+// ErrNotDPoPBound, a token bound to another key with ErrDPoPKeyMismatch
+// (and an EventDPoPBindingRefused): both invalid_token. Proof errors are
+// VerifyProof's.
+//
+// The token is checked first, so a token that fails uses up no proof; a
+// proof that fails after it leaves the token as it was. The two checks
+// are two store operations: one round trip each on Redis.
+func (d *DPoPVerifier) Verify(ctx context.Context, token, proof string, req DPoPRequest) (Claims, error) {
+	c, err := d.v.access(ctx, token)
+	if err != nil {
+		return Claims{}, err
+	}
+	if c.JKT == "" {
+		return Claims{}, reject(ErrNotDPoPBound)
+	}
+	req.AccessToken = token
+	p, err := d.VerifyProof(ctx, proof, req)
+	if err != nil {
+		return Claims{}, err
+	}
+	if p.JKT != c.JKT {
+		d.v.report(ctx, eventFor(EventDPoPBindingRefused, c))
+		return Claims{}, reject(ErrDPoPKeyMismatch)
+	}
+	return *c, nil
+}
+
+// errProofHeaders: a request must carry exactly one DPoP header (RFC 9449
+// section 4.3).
+var (
+	errProofHeaders = proofRejection("exactly one DPoP header required")
+)
+
+// requestProof returns the request's one DPoP header, or "" and nil when
+// it has none.
+func requestProof(r *http.Request) (string, error) {
+	vs := r.Header.Values("DPoP")
+	switch len(vs) {
+	case 0:
+		return "", nil
+	case 1:
+		if vs[0] == "" {
+			return "", errProofMalformed
+		}
+		return vs[0], nil
+	}
+	return "", errProofHeaders
+}
+
+// requestURI is what a proof's htu is checked against for r: its target
+// as received, which VerifyProof reads after ExternalURL (query ignored).
+func requestURI(r *http.Request) string {
+	if r.RequestURI != "" {
+		return r.RequestURI
+	}
+	return r.URL.RequestURI()
+}

@@ -86,6 +86,19 @@ var (
 	// server needs the issuer's store (the same Redis) to check sessions,
 	// or introspection; a store of its own cannot vouch for them.
 	ErrForeignSession = newSentinel("token's session unknown to this store: verify with the issuer's store", nil)
+	// ErrDPoPRequired: the token is bound to a DPoP key (cnf.jkt) but was
+	// presented without a proof of it, as a Bearer token or a refresh
+	// token sent without a DPoP header (RFC 9449 sections 5 and 7.2), or
+	// the route requires DPoP (Requirement.DPoP) and the token is a bearer
+	// token.
+	ErrDPoPRequired = newSentinel("token must be presented with a DPoP proof of its key", nil)
+	// ErrDPoPKeyMismatch: the token is bound to another DPoP key than the
+	// one that signed the proof presented with it. Alert on it: the token
+	// is in hands without its key.
+	ErrDPoPKeyMismatch = newSentinel("token bound to another DPoP key", nil)
+	// ErrNotDPoPBound: a bearer token (no cnf.jkt) presented with the DPoP
+	// scheme (RFC 9449 section 7.1).
+	ErrNotDPoPBound = newSentinel("token is not DPoP-bound", nil)
 	// ErrStateLost: the token was issued before the store's memory begins (the
 	// store restarted empty or was flushed), so nothing can vouch that it was
 	// not revoked or used. The client must obtain a new token.
@@ -174,6 +187,7 @@ type Error struct {
 
 	kind  error // one of the sentinels
 	cause error // an underlying error (store failure), may be nil
+	dpop  bool  // the request used the DPoP scheme: answer with a DPoP challenge
 }
 
 func (e *Error) Error() string {
@@ -217,7 +231,8 @@ var rejections = func() map[error]*Error {
 		ErrSignature, ErrInvalidClaims, ErrMissingClaim, ErrInvalidJTI, ErrInvalidIssuer,
 		ErrInvalidAudience, ErrWrongPurpose, ErrExpired, ErrNotYetValid, ErrIssuedInFuture,
 		ErrLifetime, ErrRevoked, ErrReplayed, ErrStateLost, ErrSessionEnded, ErrRefreshReused,
-		ErrSuperseded, ErrWrongClient, ErrForeignSession,
+		ErrSuperseded, ErrWrongClient, ErrForeignSession, ErrDPoPRequired, ErrDPoPKeyMismatch,
+		ErrNotDPoPBound,
 	} {
 		m[k] = &Error{Status: http.StatusUnauthorized, Code: codeInvalidToken, Description: k.(*sentinel).msg, kind: k}
 	}

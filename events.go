@@ -23,6 +23,12 @@ const (
 	// key; JTI is the proof's jti. A client retrying with the same proof
 	// is buggy; otherwise a proof was captured and replayed.
 	EventDPoPReplayRefused EventKind = "dpop_replay_refused"
+	// EventDPoPBindingRefused: a DPoP-bound token was presented without a
+	// proof of its key, or with another key's proof: at a resource server
+	// or, for a bound refresh token, at the token endpoint. JTI and
+	// Session are the token's. A client that forgot its key, or a stolen
+	// token: alert when it repeats.
+	EventDPoPBindingRefused EventKind = "dpop_binding_refused"
 	// EventStoreUnavailable: the store could not answer; the request was
 	// refused.
 	EventStoreUnavailable EventKind = "store_unavailable"

@@ -157,10 +157,16 @@ func NewContext(ctx context.Context, c *Claims) context.Context {
 // Guard turns a Verifier into net/http middleware that rejects by default:
 // a request reaches the wrapped handler only with a valid access token that
 // meets the route's Requirement. It answers everything else itself, with
-// the status, WWW-Authenticate challenge (RFC 6750, RFC 9470) and JSON body
-// {"error","error_description"} the failure calls for.
+// the status, WWW-Authenticate challenge (RFC 6750, RFC 9470, RFC 9449) and
+// JSON body {"error","error_description"} the failure calls for.
+//
+// A DPoP-bound access token (cnf.jkt) is accepted only as `Authorization:
+// DPoP <token>` with one `DPoP` proof header of its key, and only by a
+// Guard configured with a DPoPVerifier; presented as Bearer it is refused
+// (401 invalid_token, RFC 9449 section 7.2).
 type Guard struct {
 	v       *Verifier
+	dpop    *DPoPVerifier
 	realm   string
 	cookies *CookieConfig
 	extract func(*http.Request) (string, error)
@@ -184,11 +190,27 @@ type GuardConfig struct {
 	// is nil when the request carried no credentials; otherwise an *Error
 	// with the status and code to answer.
 	OnError func(w http.ResponseWriter, r *http.Request, err error)
+	// DPoP, if set, also accepts DPoP-bound access tokens (RFC 9449
+	// section 7.1): `Authorization: DPoP <token>` with exactly one DPoP
+	// proof header, checked by DPoPVerifier.Verify for the request's
+	// method and URI. Refusals carry a DPoP challenge (algs, and error
+	// invalid_dpop_proof, use_dpop_nonce with a DPoP-Nonce header, or
+	// invalid_token); a request without credentials gets a Bearer and a
+	// DPoP challenge. It must be a DPoPVerifier of the Guard's Verifier
+	// with an ExternalURL: the proof's htu is compared with ExternalURL
+	// and the request's path, never with the Host header, which the
+	// client chooses. NewGuard panics otherwise.
+	DPoP *DPoPVerifier
 }
 
-// NewGuard returns a Guard for v.
+// NewGuard returns a Guard for v. It panics on a GuardConfig.DPoP of
+// another Verifier or without an ExternalURL: a programming error, like a
+// bad pattern given to http.ServeMux.
 func NewGuard(v *Verifier, cfg GuardConfig) *Guard {
-	g := &Guard{v: v, realm: cfg.Realm, extract: cfg.Extract, onError: cfg.OnError}
+	if d := cfg.DPoP; d != nil && (d.v != v || d.origin == "") {
+		panic("jtiguard: GuardConfig.DPoP must be a DPoPVerifier of the Guard's Verifier, with DPoPConfig.ExternalURL set")
+	}
+	g := &Guard{v: v, dpop: cfg.DPoP, realm: cfg.Realm, extract: cfg.Extract, onError: cfg.OnError}
 	if cfg.Cookies != nil {
 		c := cfg.Cookies.withDefaults()
 		g.cookies = &c
@@ -197,19 +219,51 @@ func NewGuard(v *Verifier, cfg GuardConfig) *Guard {
 }
 
 // Token returns the request's access token as the Guard reads it: the
-// Authorization header, else the access cookie if cookies are enabled (with
-// the CSRF check), or what Extract returns; "" when there is none. Handlers
-// behind the Guard use it to pass the token on, to Sessions.Renew or
-// Logout.
+// Authorization header (Bearer, or DPoP when the Guard accepts DPoP), else
+// the access cookie if cookies are enabled (with the CSRF check), or what
+// Extract returns; "" when there is none. Handlers behind the Guard use it
+// to pass the token on, to Sessions.Renew or Logout.
 func (g *Guard) Token(r *http.Request) (string, error) {
+	tok, _, err := g.credentials(r)
+	return tok, err
+}
+
+// credentials is Token, and whether the token came with the DPoP scheme.
+func (g *Guard) credentials(r *http.Request) (tok string, dpop bool, err error) {
+	if g.dpop != nil {
+		if tok, ok, err := dpopAuthorization(r); ok {
+			return tok, true, err
+		}
+	}
 	if g.extract != nil {
-		return g.extract(r)
+		tok, err = g.extract(r)
+		return tok, false, err
 	}
-	tok, err := BearerToken(r)
+	tok, err = BearerToken(r)
 	if err != nil || tok != "" || g.cookies == nil {
-		return tok, err
+		return tok, false, err
 	}
-	return g.cookies.accessToken(r)
+	tok, err = g.cookies.accessToken(r)
+	return tok, false, err
+}
+
+// dpopAuthorization reads `DPoP <token>` from r's one Authorization
+// header; ok is false when r has no such header (or two, which
+// BearerToken refuses).
+func dpopAuthorization(r *http.Request) (tok string, ok bool, err error) {
+	vs := r.Header.Values("Authorization")
+	if len(vs) != 1 {
+		return "", false, nil
+	}
+	scheme, tok, _ := strings.Cut(vs[0], " ")
+	if !strings.EqualFold(scheme, "DPoP") {
+		return "", false, nil
+	}
+	tok = strings.TrimLeft(tok, " ")
+	if tok == "" || !isB64Token(tok) {
+		return "", true, invalidRequest("malformed DPoP token")
+	}
+	return tok, true, nil
 }
 
 // Authenticate is middleware that requires a valid access token and puts
@@ -248,7 +302,7 @@ func (g *Guard) guard(req Requirement, optional bool, next http.Handler) http.Ha
 			next.ServeHTTP(w, r)
 			return
 		}
-		tok, err := g.Token(r)
+		tok, dpop, err := g.credentials(r)
 		if err == nil && tok == "" {
 			if optional {
 				next.ServeHTTP(w, r)
@@ -258,18 +312,54 @@ func (g *Guard) guard(req Requirement, optional bool, next http.Handler) http.Ha
 			return
 		}
 		var c Claims
-		if err == nil {
+		switch {
+		case err != nil:
+		case dpop:
+			c, err = g.verifyDPoP(r, tok)
+		default:
 			c, err = g.v.Verify(r.Context(), tok)
 		}
 		if err == nil {
 			err = g.v.Require(&c, req)
 		}
 		if err != nil {
+			if dpop {
+				err = dpopScheme(err)
+			}
 			g.fail(w, r, err)
 			return
 		}
+		if dpop && g.dpop.slot != 0 {
+			w.Header().Set("DPoP-Nonce", g.dpop.Nonce()) // RFC 9449 section 9: a fresh one saves a round trip
+		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, verified{claims: &c, by: g.v})))
 	})
+}
+
+var errProofAbsent = proofRejection("DPoP proof missing")
+
+// verifyDPoP checks tok, presented with the DPoP scheme, and r's proof.
+func (g *Guard) verifyDPoP(r *http.Request, tok string) (Claims, error) {
+	proof, err := requestProof(r)
+	switch {
+	case err != nil:
+		return Claims{}, err
+	case proof == "":
+		return Claims{}, errProofAbsent
+	}
+	return g.dpop.Verify(r.Context(), tok, proof, DPoPRequest{Method: r.Method, URL: requestURI(r)})
+}
+
+// dpopScheme marks a refusal of a DPoP request, so that it is answered
+// with a DPoP challenge: a copy, since rejections are shared.
+func dpopScheme(err error) error {
+	var e *Error
+	if !errors.As(err, &e) || e.dpop {
+		return err
+	}
+	c := *e
+	c.dpop = true
+	return &c
 }
 
 func (g *Guard) fail(w http.ResponseWriter, r *http.Request, err error) {
@@ -382,19 +472,21 @@ func capBody(w http.ResponseWriter, r *http.Request) *formBody {
 
 // WriteError answers a request that failed authentication or
 // authorization: err nil means no token was presented (401 with a bare
-// Bearer challenge). An *Error is answered with its status and code;
-// any other error with 500 and no detail.
+// Bearer challenge, and a bare DPoP one when the Guard accepts DPoP). An
+// *Error is answered with its status and code, and a DPoP challenge when
+// the request used DPoP or the error is about DPoP (a use_dpop_nonce
+// error with a DPoP-Nonce header); any other error with 500 and no
+// detail.
 func (g *Guard) WriteError(w http.ResponseWriter, err error) {
-	writeError(w, g.realm, err)
-}
-
-func writeError(w http.ResponseWriter, realm string, err error) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	if err == nil {
 		// RFC 6750 section 3.1: a request without credentials gets the
 		// challenge and no error code or other error information.
-		h.Set("WWW-Authenticate", challenge(realm, nil))
+		h.Set("WWW-Authenticate", challenge(g.realm, nil))
+		if g.dpop != nil {
+			h.Add("WWW-Authenticate", dpopChallenge(g.realm, nil))
+		}
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
@@ -404,7 +496,14 @@ func writeError(w http.ResponseWriter, realm string, err error) {
 		return
 	}
 	if e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden {
-		h.Set("WWW-Authenticate", challenge(realm, e))
+		if e.dpop || e.Code == codeInvalidDPoPProof || e.Code == codeUseDPoPNonce || e.kind == ErrDPoPRequired {
+			h.Set("WWW-Authenticate", dpopChallenge(g.realm, e))
+		} else {
+			h.Set("WWW-Authenticate", challenge(g.realm, e))
+		}
+	}
+	if e.Code == codeUseDPoPNonce && g.dpop != nil {
+		h.Set("DPoP-Nonce", g.dpop.Nonce())
 	}
 	if e.Status == http.StatusServiceUnavailable {
 		h.Set("Retry-After", "1")
@@ -420,9 +519,15 @@ type errorBody struct {
 // challenge builds a Bearer WWW-Authenticate value: bare when e is nil
 // (no token presented, RFC 6750 section 3.1), otherwise with the error and what the
 // client must bring.
-func challenge(realm string, e *Error) string {
+func challenge(realm string, e *Error) string { return authChallenge("Bearer", realm, "", e) }
+
+// dpopChallenge builds a DPoP WWW-Authenticate value (RFC 9449 section
+// 7.1): as challenge, with the algs a proof may use.
+func dpopChallenge(realm string, e *Error) string { return authChallenge("DPoP", realm, DPoPAlgs, e) }
+
+func authChallenge(scheme, realm, algs string, e *Error) string {
 	var b strings.Builder
-	b.WriteString("Bearer")
+	b.WriteString(scheme)
 	sep := " "
 	param := func(name, value string) {
 		b.WriteString(sep)
@@ -433,6 +538,9 @@ func challenge(realm string, e *Error) string {
 	}
 	if realm != "" {
 		param("realm", realm)
+	}
+	if algs != "" {
+		param("algs", algs)
 	}
 	if e == nil {
 		return b.String()
@@ -525,19 +633,20 @@ func clientCredentials(r *http.Request) (id, secret string, err error) {
 }
 
 // authClient reads an OAuth endpoint's form and authenticates its client,
-// returning the client's id.
-func authClient(w http.ResponseWriter, r *http.Request, clients ClientAuth) (string, error) {
+// returning the client's id and whether it is public: authenticated
+// without a secret (ClientAuth accepted an empty one).
+func authClient(w http.ResponseWriter, r *http.Request, clients ClientAuth) (id string, public bool, err error) {
 	if err := parseForm(w, r); err != nil {
-		return "", err
+		return "", false, err
 	}
 	id, secret, err := clientCredentials(r)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	if id == "" || !clients(r.Context(), id, secret) {
-		return "", OAuthError("invalid_client", "client authentication failed")
+		return "", false, OAuthError("invalid_client", "client authentication failed")
 	}
-	return id, nil
+	return id, secret == "", nil
 }
 
 // formToken is the token parameter of a revocation or introspection
@@ -604,11 +713,32 @@ type TokenEndpoint struct {
 	ClientCredentials func(ctx context.Context, clientID, scope string) (Claims, error)
 	// Realm names the protected space in invalid_client challenges.
 	Realm string
+	// DPoP, if set, accepts DPoP proofs (RFC 9449 section 5): a request
+	// with one DPoP header has its proof checked for POST and the
+	// endpoint's URL, which is DPoPConfig.ExternalURL and the request's
+	// path (the Host header, which the client chooses, is never trusted:
+	// without an ExternalURL such requests are answered 500). The tokens
+	// minted are then bound to the proof's key, and answered with
+	// token_type "DPoP": the access token always, the refresh token when
+	// the client is public (authenticated without a secret). A bound
+	// refresh token rotates only with a proof of its key: presented
+	// without a proof or with another key's, it is answered 400
+	// invalid_grant and rotates nothing (the proof itself may be valid; it
+	// is the grant that does not hold for this key, as for another
+	// client's token). A refused proof is answered 400 invalid_dpop_proof,
+	// or 400 use_dpop_nonce with a DPoP-Nonce header, and two DPoP headers
+	// 400 invalid_dpop_proof. When nonces are on, every answer carries a
+	// fresh DPoP-Nonce (RFC 9449 section 8.2). Without DPoP, DPoP headers
+	// are ignored and tokens are Bearer tokens.
+	DPoP *DPoPVerifier
 }
 
 // ServeHTTP implements http.Handler.
 func (e *TokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	pair, err := e.grant(w, r)
+	if e.DPoP != nil && e.DPoP.slot != 0 {
+		w.Header().Set("DPoP-Nonce", e.DPoP.Nonce())
+	}
 	if err != nil {
 		WriteTokenError(w, e.Realm, err)
 		return
@@ -625,13 +755,19 @@ type tokenResponse struct {
 }
 
 // WriteTokenPair answers with a token pair as a token endpoint does (RFC
-// 6749 section 5.1), for handlers that mint pairs themselves (a step-up endpoint).
+// 6749 section 5.1), for handlers that mint pairs themselves (a step-up
+// endpoint). The token_type is "DPoP" for an access token bound to a DPoP
+// key (RFC 9449 section 5), "Bearer" otherwise.
 func WriteTokenPair(w http.ResponseWriter, pair *TokenPair) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
+	typ := "Bearer"
+	if pair.Access.JKT != "" {
+		typ = "DPoP"
+	}
 	writeJSON(w, http.StatusOK, tokenResponse{
 		AccessToken:  pair.AccessToken,
-		TokenType:    "Bearer",
+		TokenType:    typ,
 		ExpiresIn:    int64(pair.Access.ExpiresAt.Sub(pair.Access.IssuedAt) / time.Second),
 		RefreshToken: pair.RefreshToken,
 		Scope:        pair.Access.Scope,
@@ -639,7 +775,11 @@ func WriteTokenPair(w http.ResponseWriter, pair *TokenPair) {
 }
 
 func (e *TokenEndpoint) grant(w http.ResponseWriter, r *http.Request) (*TokenPair, error) {
-	id, err := authClient(w, r, e.Clients)
+	id, public, err := authClient(w, r, e.Clients)
+	if err != nil {
+		return nil, err
+	}
+	jkt, err := e.proof(r)
 	if err != nil {
 		return nil, err
 	}
@@ -658,6 +798,7 @@ func (e *TokenEndpoint) grant(w http.ResponseWriter, r *http.Request) (*TokenPai
 			return nil, invalidGrant("invalid user credentials")
 		}
 		login.ClientID = id
+		login.JKT, login.BindRefresh = jkt, public && jkt != ""
 		pair, err := e.Sessions.Login(r.Context(), login)
 		return pair, grantErr(err)
 	case "refresh_token":
@@ -667,7 +808,7 @@ func (e *TokenEndpoint) grant(w http.ResponseWriter, r *http.Request) (*TokenPai
 		}
 		// RFC 6749 section 6: a refresh token is bound to the client it was
 		// issued to; another client's attempt rotates nothing.
-		pair, err := e.Sessions.refresh(r.Context(), rt, id)
+		pair, err := e.Sessions.refresh(r.Context(), rt, id, refreshKey{jkt: jkt, public: public})
 		return pair, grantErr(err)
 	case "client_credentials":
 		if e.ClientCredentials == nil {
@@ -681,11 +822,41 @@ func (e *TokenEndpoint) grant(w http.ResponseWriter, r *http.Request) (*TokenPai
 			}
 			return nil, OAuthError("unauthorized_client", "the client may not use this grant")
 		}
-		return e.Sessions.machine(c, id)
+		return e.Sessions.machine(c, id, jkt)
 	case "":
 		return nil, invalidRequest("grant_type is required")
 	}
 	return nil, OAuthError("unsupported_grant_type", "unsupported grant type")
+}
+
+// proof checks the request's DPoP proof, if any, and returns its key's
+// thumbprint: "" when the request has none or the endpoint takes none.
+func (e *TokenEndpoint) proof(r *http.Request) (string, error) {
+	if e.DPoP == nil {
+		return "", nil
+	}
+	proof, err := requestProof(r)
+	if err != nil || proof == "" {
+		return "", tokenEndpointProofErr(err)
+	}
+	p, err := e.DPoP.VerifyProof(r.Context(), proof, DPoPRequest{Method: r.Method, URL: r.URL.EscapedPath()})
+	if err != nil {
+		return "", tokenEndpointProofErr(err)
+	}
+	return p.JKT, nil
+}
+
+// tokenEndpointProofErr turns a proof's refusal (401, as a resource
+// server answers it) into the token endpoint's 400 with the same code
+// (RFC 9449 sections 5 and 8).
+func tokenEndpointProofErr(err error) error {
+	var e *Error
+	if err == nil || !errors.As(err, &e) || (e.Code != codeInvalidDPoPProof && e.Code != codeUseDPoPNonce) {
+		return err
+	}
+	c := *e
+	c.Status = http.StatusBadRequest
+	return &c
 }
 
 func invalidGrant(desc string) *Error {
@@ -751,7 +922,7 @@ func (e *RevocationEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (e *RevocationEndpoint) revoke(w http.ResponseWriter, r *http.Request) error {
-	id, err := authClient(w, r, e.Clients)
+	id, _, err := authClient(w, r, e.Clients)
 	if err != nil {
 		return err
 	}
@@ -793,7 +964,8 @@ func (e *RevocationEndpoint) revoke(w http.ResponseWriter, r *http.Request) erro
 // token's own typ decides.
 //
 // An active token is answered with active, scope, client_id, token_type
-// ("Bearer"), exp, iat, nbf, sub, aud, iss and jti (RFC 7662 section 2.2),
+// ("Bearer", or "DPoP" with cnf.jkt for a DPoP-bound token, RFC 9449
+// section 6.2), exp, iat, nbf, sub, aud, iss and jti (RFC 7662 section 2.2),
 // acr and auth_time (registered for introspection by RFC 9470), and sid
 // (the session, a service-specific member as section 2.2 allows, with the
 // meaning of the JWT claim), each only when the token carries it. Its
@@ -829,6 +1001,13 @@ type introspection struct {
 	Sid       string `json:"sid,omitempty"`
 	ACR       string `json:"acr,omitempty"`
 	AuthTime  int64  `json:"auth_time,omitempty"`
+	Cnf       *cnf   `json:"cnf,omitempty"`
+}
+
+// cnf is a confirmation claim (RFC 7800) of a DPoP key (RFC 9449 section
+// 6.2).
+type cnf struct {
+	JKT string `json:"jkt"`
 }
 
 // ServeHTTP implements http.Handler.
@@ -853,6 +1032,9 @@ func (e *IntrospectionEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request
 		if !c.AuthTime.IsZero() {
 			answer.AuthTime = c.AuthTime.Unix()
 		}
+		if c.JKT != "" { // RFC 9449 section 6.2
+			answer.TokenType, answer.Cnf = "DPoP", &cnf{JKT: c.JKT}
+		}
 		answer.Aud = c.Audience
 		if len(c.Audience) == 1 {
 			answer.Aud = c.Audience[0]
@@ -866,7 +1048,7 @@ func (e *IntrospectionEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request
 // introspect authenticates the client and returns the claims of an active
 // token; a token that is not active yields its invalid_token *Error.
 func (e *IntrospectionEndpoint) introspect(w http.ResponseWriter, r *http.Request) (*Claims, error) {
-	if _, err := authClient(w, r, e.Clients); err != nil {
+	if _, _, err := authClient(w, r, e.Clients); err != nil {
 		return nil, err
 	}
 	tok, err := formToken(r)

@@ -80,8 +80,9 @@ func ttl(d, def time.Duration, name string) (time.Duration, error) {
 }
 
 // Access mints an access token (RFC 9068) for c.Subject and c.Audience,
-// with the optional client_id, scope, acr, amr, auth_time and custom
-// (Extra) claims of c. The Issuer sets iss, iat, exp and a fresh random
+// with the optional client_id, scope, acr, amr, auth_time, custom (Extra)
+// and DPoP binding (JKT, a thumbprint from a verified DPoPProof) claims of
+// c. The Issuer sets iss, iat, exp and a fresh random
 // jti; c must leave Type, KeyID, Issuer, IssuedAt, ExpiresAt, NotBefore,
 // ID, Session, Generation and Purpose empty. Tokens of a session (sid) are
 // minted by Sessions, which records the session they belong to. It returns
@@ -103,8 +104,8 @@ func (i *Issuer) Access(c Claims) (string, *Claims, error) {
 // purpose only, within its short lifetime. Subject and Audience are
 // required as for Access.
 func (i *Issuer) OneTime(c Claims) (string, *Claims, error) {
-	if c.Purpose == "" {
-		return "", nil, fmt.Errorf("%w: a one-time token needs a Purpose", ErrConfig)
+	if c.Purpose == "" || c.JKT != "" {
+		return "", nil, fmt.Errorf("%w: a one-time token needs a Purpose and carries no JKT", ErrConfig)
 	}
 	return i.mint(TypeOneTime, c, i.cfg.OneTimeTTL)
 }
@@ -115,8 +116,8 @@ func (i *Issuer) OneTime(c Claims) (string, *Claims, error) {
 // never an access token, its audience is the issuer itself (leave Audience
 // empty), and it lives OneTimeTTL.
 func (i *Issuer) Step(c Claims) (string, *Claims, error) {
-	if c.Purpose == "" || len(c.Audience) != 0 {
-		return "", nil, fmt.Errorf("%w: a step token needs a Purpose (the step) and no Audience", ErrConfig)
+	if c.Purpose == "" || len(c.Audience) != 0 || c.JKT != "" {
+		return "", nil, fmt.Errorf("%w: a step token needs a Purpose (the step), and no Audience or JKT", ErrConfig)
 	}
 	c.Audience = []string{i.cfg.Issuer}
 	return i.mint(TypeStep, c, i.cfg.OneTimeTTL)
@@ -137,6 +138,9 @@ func (i *Issuer) mint(t TokenType, c Claims, ttl time.Duration) (string, *Claims
 	}
 	if err := c.checkText(); err != nil {
 		return "", nil, fmt.Errorf("%w: claim text must be valid UTF-8", err)
+	}
+	if err := checkJKT(c.JKT); err != nil {
+		return "", nil, err
 	}
 	var err error
 	if c.Extra, err = cleanExtra(c.Extra, MaxExtraSize); err != nil {
@@ -198,4 +202,13 @@ func tokenLen(k *Key, t TokenType, n int) int {
 	}
 	enc := base64.RawURLEncoding
 	return enc.EncodedLen(hdr) + 1 + enc.EncodedLen(n) + 1 + enc.EncodedLen(sig)
+}
+
+// checkJKT refuses a binding that is not a thumbprint: "" (no binding) or
+// 43 characters of base64url, as DPoPProof.JKT has it.
+func checkJKT(jkt string) error {
+	if jkt != "" && !validJKT(jkt) {
+		return fmt.Errorf("%w: JKT must be an RFC 7638 SHA-256 thumbprint, base64url (DPoPProof.JKT)", ErrConfig)
+	}
+	return nil
 }

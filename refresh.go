@@ -151,6 +151,18 @@ type Login struct {
 	// Login refuses anything else with ErrConfig. They are signed, not
 	// secret: anyone holding a token can read them.
 	Extra map[string]json.RawMessage
+	// JKT binds the family to a DPoP key (RFC 9449): the thumbprint of a
+	// proof the login request carried (DPoPProof.JKT). Every access token
+	// of the family carries it as cnf.jkt, through refreshes and Renew, and
+	// is accepted only with a proof of that key. TokenEndpoint sets it
+	// from the request's DPoP proof.
+	JKT string
+	// BindRefresh binds the refresh tokens to JKT as well: each is then
+	// refused without a proof of that key (RFC 9449 section 5). It is for
+	// public clients, whose refresh tokens nothing else constrains;
+	// TokenEndpoint sets it for clients that authenticated without a
+	// secret. It needs JKT.
+	BindRefresh bool
 }
 
 // Login starts a new session family for l.Subject, with a fresh random sid
@@ -165,8 +177,18 @@ func (s *Sessions) Login(ctx context.Context, l Login) (*TokenPair, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
-	facts := Claims{Subject: l.Subject, ClientID: l.ClientID, Scope: l.Scope, ACR: l.ACR, AMR: l.AMR, Extra: extra}
-	if err := s.fits(&facts, 1); err != nil {
+	if err := checkJKT(l.JKT); err != nil {
+		return nil, err
+	}
+	if l.BindRefresh && l.JKT == "" {
+		return nil, fmt.Errorf("%w: BindRefresh needs a JKT", ErrConfig)
+	}
+	facts := Claims{Subject: l.Subject, ClientID: l.ClientID, Scope: l.Scope, ACR: l.ACR, AMR: l.AMR, Extra: extra, JKT: l.JKT}
+	refreshJKT := ""
+	if l.BindRefresh {
+		refreshJKT = l.JKT
+	}
+	if err := s.fits(&facts, 1, refreshJKT); err != nil {
 		return nil, err
 	}
 	if l.Previous != "" {
@@ -191,7 +213,7 @@ func (s *Sessions) Login(ctx context.Context, l Login) (*TokenPair, error) {
 	if err := s.store.Begin(ctx, f); err != nil {
 		return nil, s.unavailable(ctx, err, &Claims{Subject: l.Subject, Session: sid.String(), ClientID: l.ClientID})
 	}
-	return s.mintPair(facts, sid, store.Rotated{Next: rt, Generation: 1, At: now, ExpiresAt: f.ExpiresAt})
+	return s.mintPair(facts, sid, store.Rotated{Next: rt, Generation: 1, At: now, ExpiresAt: f.ExpiresAt}, refreshJKT)
 }
 
 // Refresh rotates a refresh token: it is consumed and a successor pair
@@ -202,14 +224,30 @@ func (s *Sessions) Login(ctx context.Context, l Login) (*TokenPair, error) {
 // of it is rejected from then on, and ErrRefreshReused is returned (and
 // reported as a security event). A token endpoint answers any rejection
 // with invalid_grant. The new pair carries the facts of the token
-// presented, its custom claims included.
+// presented, its custom claims and DPoP binding included.
+//
+// A refresh token bound to a DPoP key (Login.BindRefresh) is refused here
+// with ErrDPoPRequired, before anything rotates: it rotates only at a
+// TokenEndpoint with a DPoP proof of its key.
 func (s *Sessions) Refresh(ctx context.Context, refreshToken string) (*TokenPair, error) {
-	return s.refresh(ctx, refreshToken, "")
+	return s.refresh(ctx, refreshToken, "", refreshKey{})
+}
+
+// refreshKey is the DPoP key a refresh request proved it holds, if any
+// (jkt), and whether the client is public, so that its refresh tokens are
+// bound to that key from now on.
+type refreshKey struct {
+	jkt    string
+	public bool
 }
 
 // refresh is Refresh for the token's own client only, unless clientID is
-// empty: another client's attempt is refused before anything rotates.
-func (s *Sessions) refresh(ctx context.Context, refreshToken, clientID string) (*TokenPair, error) {
+// empty: another client's attempt is refused before anything rotates. A
+// bound refresh token rotates only with a proof of its key, and its
+// successors stay bound to it; an unbound one binds the new access token
+// to the proof's key, if any (RFC 9449 section 5), and its successor
+// refresh token too for a public client.
+func (s *Sessions) refresh(ctx context.Context, refreshToken, clientID string, key refreshKey) (*TokenPair, error) {
 	c, err := s.ver.verified(ctx, refreshToken, TypeRefresh) // a refresh token always has a sid
 	if err != nil {
 		return nil, err
@@ -217,14 +255,28 @@ func (s *Sessions) refresh(ctx context.Context, refreshToken, clientID string) (
 	if clientID != "" && c.ClientID != clientID {
 		return nil, reject(ErrWrongClient)
 	}
-	if err := s.fits(c, c.Generation); err != nil { // say, a larger signing key since
+	facts, refreshJKT := *c, c.JKT
+	switch {
+	case c.JKT != "" && key.jkt == "":
+		s.ver.report(ctx, eventFor(EventDPoPBindingRefused, c))
+		return nil, reject(ErrDPoPRequired)
+	case c.JKT != "" && key.jkt != c.JKT:
+		s.ver.report(ctx, eventFor(EventDPoPBindingRefused, c))
+		return nil, reject(ErrDPoPKeyMismatch)
+	case c.JKT == "":
+		facts.JKT = key.jkt
+		if key.public {
+			refreshJKT = key.jkt
+		}
+	}
+	if err := s.fits(&facts, c.Generation, refreshJKT); err != nil { // say, a larger signing key since
 		return nil, err
 	}
 	r, err := s.rotate(ctx, c, store.Rotation{Presented: c.ID, Grace: s.cfg.RefreshGrace})
 	if err != nil {
 		return nil, err
 	}
-	return s.mintPair(*c, c.sid, r)
+	return s.mintPair(facts, c.sid, r, refreshJKT)
 }
 
 // rotate runs r on the family of c, with a fresh successor jti and nonce,
@@ -267,11 +319,19 @@ type Change struct {
 // (a pre-change refresh token in other hands is exactly what rotation
 // exists to catch). Of concurrent Renew calls on one generation one wins;
 // the others get ErrSuperseded. A revoked access token cannot renew.
+//
+// A DPoP-bound access token is accepted here without a proof: Renew is
+// called behind a Guard, which has checked the proof. The new pair keeps
+// the binding: its access token, and its refresh token too, whether or
+// not the family's refresh tokens were bound before (the access token
+// does not say), so a confidential client must refresh with the same key
+// after a Renew.
 func (s *Sessions) Renew(ctx context.Context, accessToken string, ch Change) (*TokenPair, error) {
-	c, err := s.ver.Verify(ctx, accessToken)
+	cp, err := s.ver.access(ctx, accessToken)
 	if err != nil {
 		return nil, err
 	}
+	c := *cp
 	if c.sid.IsZero() {
 		return nil, fmt.Errorf("%w: the token belongs to no session", ErrConfig)
 	}
@@ -292,7 +352,7 @@ func (s *Sessions) Renew(ctx context.Context, accessToken string, ch Change) (*T
 	}
 	// Refuse before the family moves: a Renew that fails after rotating
 	// would leave the client with superseded tokens only.
-	if err := s.fits(&facts, c.Generation+1); err != nil {
+	if err := s.fits(&facts, c.Generation+1, c.JKT); err != nil {
 		return nil, err
 	}
 	r, err := s.rotate(ctx, &c, store.Rotation{NewGeneration: true, Presented: c.ID})
@@ -304,7 +364,7 @@ func (s *Sessions) Renew(ctx context.Context, accessToken string, ch Change) (*T
 		facts.AuthTime = r.At
 	}
 	facts.AuthTime = facts.AuthTime.Truncate(time.Second)
-	return s.mintPair(facts, c.sid, r)
+	return s.mintPair(facts, c.sid, r, c.JKT)
 }
 
 // CompleteStep consumes a step token minted by Issuer.Step for step and
@@ -369,8 +429,10 @@ func (s *Sessions) endPresented(ctx context.Context, token string) error {
 }
 
 // machine mints the access token of a client_credentials grant: no
-// session, no refresh token.
-func (s *Sessions) machine(c Claims, clientID string) (*TokenPair, error) {
+// session, no refresh token; bound to jkt, the key of the request's DPoP
+// proof, if any.
+func (s *Sessions) machine(c Claims, clientID, jkt string) (*TokenPair, error) {
+	c.JKT = jkt
 	if c.Subject == "" {
 		c.Subject = clientID
 	}
@@ -388,13 +450,14 @@ func (s *Sessions) machine(c Claims, clientID string) (*TokenPair, error) {
 // mintPair signs the access and refresh tokens of a family at generation
 // r.Generation, with refresh jti r.Next minted at r.At. The refresh token
 // is a function of those, so a repeated rotation (grace, retry) re-mints
-// the same successor.
-func (s *Sessions) mintPair(facts Claims, sid JTI, r store.Rotated) (*TokenPair, error) {
+// the same successor. The access token is bound to facts.JKT, the refresh
+// token to refreshJKT ("" for neither).
+func (s *Sessions) mintPair(facts Claims, sid JTI, r store.Rotated, refreshJKT string) (*TokenPair, error) {
 	aid, err := s.iss.newJTI()
 	if err != nil {
 		return nil, err
 	}
-	rc, ac := s.pairClaims(&facts, sid, r, aid, s.iss.now())
+	rc, ac := s.pairClaims(&facts, sid, r, aid, s.iss.now(), refreshJKT)
 	limit := s.ver.cfg.MaxTokenSize
 	rt, rclaims, err := s.iss.sign(TypeRefresh, &rc, limit)
 	if err != nil {
@@ -409,7 +472,7 @@ func (s *Sessions) mintPair(facts Claims, sid JTI, r store.Rotated) (*TokenPair,
 
 // pairClaims returns the claims of the refresh token of a family at r and
 // of an access token with jti aid minted at now.
-func (s *Sessions) pairClaims(facts *Claims, sid JTI, r store.Rotated, aid JTI, now time.Time) (rc, ac Claims) {
+func (s *Sessions) pairClaims(facts *Claims, sid JTI, r store.Rotated, aid JTI, now time.Time, refreshJKT string) (rc, ac Claims) {
 	base := Claims{
 		Issuer:     s.iss.cfg.Issuer,
 		Subject:    facts.Subject,
@@ -424,10 +487,12 @@ func (s *Sessions) pairClaims(facts *Claims, sid JTI, r store.Rotated, aid JTI, 
 		Extra:      facts.Extra,
 	}
 	rc = base
+	rc.JKT = refreshJKT
 	rc.Audience = []string{s.iss.cfg.Issuer}
 	rc.ID, rc.IssuedAt = r.Next, r.At
 	rc.ExpiresAt = minTime(r.ExpiresAt, r.At.Add(s.cfg.IdleTimeout))
 	ac = base
+	ac.JKT = facts.JKT
 	ac.Audience = s.cfg.Audience
 	ac.ID, ac.IssuedAt = aid, now
 	ac.ExpiresAt = minTime(r.ExpiresAt, now.Add(s.iss.cfg.AccessTTL))
@@ -438,7 +503,7 @@ func (s *Sessions) pairClaims(facts *Claims, sid JTI, r store.Rotated, aid JTI, 
 // pair at generation gen would not be valid UTF-8 or would be longer than
 // the Verifier accepts. Every jti has one length and times have ten
 // digits, so the stand-ins below measure what mintPair will sign.
-func (s *Sessions) fits(facts *Claims, gen uint64) error {
+func (s *Sessions) fits(facts *Claims, gen uint64, refreshJKT string) error {
 	if err := facts.checkText(); err != nil {
 		return fmt.Errorf("%w: claim text must be valid UTF-8", err)
 	}
@@ -447,7 +512,7 @@ func (s *Sessions) fits(facts *Claims, gen uint64) error {
 	if probe.AuthTime.IsZero() {
 		probe.AuthTime = now // as Login and Renew will set it
 	}
-	rc, ac := s.pairClaims(&probe, JTI{}, store.Rotated{Generation: gen, At: now, ExpiresAt: now.Add(s.cfg.Lifetime)}, JTI{}, now)
+	rc, ac := s.pairClaims(&probe, JTI{}, store.Rotated{Generation: gen, At: now, ExpiresAt: now.Add(s.cfg.Lifetime)}, JTI{}, now, refreshJKT)
 	key, limit := s.iss.keys.Signer(), s.ver.cfg.MaxTokenSize
 	for _, p := range [...]struct {
 		t TokenType

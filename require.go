@@ -19,6 +19,10 @@ type Requirement struct {
 	MaxAge time.Duration
 	// Scopes must all be granted.
 	Scopes []string
+	// DPoP refuses bearer tokens: only a DPoP-bound access token, presented
+	// with a proof of its key (RFC 9449), meets it. A Guard answers a
+	// bearer token with 401 invalid_token and a DPoP challenge.
+	DPoP bool
 }
 
 // Insufficient authentication or scope. These do not match ErrInvalidToken:
@@ -34,12 +38,17 @@ var (
 )
 
 // Require checks verified claims against r at the Verifier's time. It
-// returns nil, or an *Error: status 401 with code
+// returns nil, or an *Error: status 401 with code invalid_token matching
+// ErrDPoPRequired for a bearer token where r.DPoP asks for a bound one,
+// status 401 with code
 // insufficient_user_authentication and the ACRValues and MaxAge to ask for
 // (RFC 9470), or status 403 with code insufficient_scope and the Scope
 // required. Authentication is checked before scope, so a client learns first
 // that it must step up.
 func (v *Verifier) Require(c *Claims, r Requirement) error {
+	if r.DPoP && c.JKT == "" {
+		return reject(ErrDPoPRequired)
+	}
 	if r.ACR != "" && !v.acrMeets(c.ACR, r.ACR) {
 		return v.insufficientAuth(r)
 	}

@@ -193,23 +193,38 @@ func (v *Verifier) Ping(ctx context.Context) error {
 // ErrRefreshReused, ...); a store that cannot answer yields status 503 and
 // ErrStoreUnavailable. Only an access token (typ at+jwt) is ever accepted.
 // A token of a session family is accepted only while the family is live
-// and at the token's generation.
+// and at the token's generation. A DPoP-bound token (cnf.jkt) is refused
+// with ErrDPoPRequired (RFC 9449 section 7.2): it is worth nothing without
+// its key's proof, which DPoPVerifier.Verify checks.
 //
 // The claims are returned by value, so a caller can change them without
 // touching what other requests see; their slices and Extra map are shared
 // and must be treated as read-only.
 func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
-	c, err := v.verified(ctx, token, TypeAccess)
+	c, err := v.access(ctx, token)
 	if err != nil {
 		return Claims{}, err
+	}
+	if c.JKT != "" {
+		v.report(ctx, eventFor(EventDPoPBindingRefused, c))
+		return Claims{}, reject(ErrDPoPRequired)
+	}
+	return *c, nil
+}
+
+// access is Verify for bound tokens too: the caller checks the binding.
+func (v *Verifier) access(ctx context.Context, token string) (*Claims, error) {
+	c, err := v.verified(ctx, token, TypeAccess)
+	if err != nil {
+		return nil, err
 	}
 	ref := v.ref(c)
 	ref.Token = token // for a store that asks the issuer (IntrospectionStore)
 	st, err := v.cfg.Store.Check(ctx, ref)
 	if err := v.settle(ctx, c, st, err); err != nil {
-		return Claims{}, err
+		return nil, err
 	}
-	return *c, nil
+	return c, nil
 }
 
 // Consume checks a one-time token issued for purpose and marks it used,
@@ -356,13 +371,14 @@ func (v *Verifier) parse(ctx context.Context, token string, want TokenType) (*Cl
 // classClaims refuses claims that do not belong to a token of class t, so
 // that one class's claims re-signed under another typ are not accepted: a
 // purpose only on the single-use classes (and there required), a session
-// only on access and refresh tokens (and required on refresh tokens).
+// and a DPoP binding (cnf) only on access and refresh tokens (a session
+// required on refresh tokens).
 func classClaims(t TokenType, seen int) error {
 	singleUse := t == TypeOneTime || t == TypeStep
 	switch {
 	case singleUse && seen&cPurpose == 0, t == TypeRefresh && seen&cSid == 0:
 		return ErrMissingClaim
-	case !singleUse && seen&cPurpose != 0, singleUse && seen&cSid != 0:
+	case !singleUse && seen&cPurpose != 0, singleUse && seen&(cSid|cCnf) != 0:
 		return ErrInvalidClaims
 	}
 	return nil
