@@ -62,10 +62,12 @@
 //  7. Nothing secret in errors or logs: texts never contain a token;
 //     security events name the jti, sid and subject.
 //
-// What replay protection does not cover: a stolen access token is usable by
-// the thief until it expires or is revoked, like any bearer token; binding
-// tokens to a client key (DPoP, mTLS) is what prevents that, and short
-// lifetimes are what bound it.
+// What replay protection does not cover: a stolen bearer access token is
+// usable by the thief until it expires or is revoked. Binding tokens to the
+// client's key with DPoP (RFC 9449: DPoPVerifier, TokenEndpoint.DPoP,
+// GuardConfig.DPoP, and DPoPTransport for Go clients) is what prevents
+// that: a bound token without a fresh proof of its key is refused, and
+// each proof is accepted once. Short lifetimes bound the rest.
 //
 // # Quick start
 //
