@@ -178,7 +178,7 @@ func TestTransportProofsVerifyWithGoJose(t *testing.T) {
 
 			require.Len(t, got, 2)
 			for i, proof := range got {
-				jws, err := jose.ParseSigned(proof, []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA})
+				jws, err := jose.ParseSignedCompact(proof, []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA})
 				require.NoError(t, err)
 				require.Len(t, jws.Signatures, 1)
 				h := jws.Signatures[0].Protected
