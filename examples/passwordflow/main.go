@@ -8,6 +8,13 @@
 // examples/resourceserver. With -key-dir its keys are rotated without a
 // restart.
 //
+// Tokens may be bound to the client's key with DPoP (RFC 9449): a client
+// that sends a DPoP proof gets DPoP tokens, which work only with proofs of
+// its key, and GET /dpop/me takes nothing else. -external-url is the URL
+// clients use (behind a proxy, the public one, the same on every replica);
+// -dpop-nonces turns server nonces on. Curl cannot sign proofs: see
+// examples/dpopclient.
+//
 // The password grant is deprecated for new designs (RFC 9700); it is here
 // because many servers still run it, and jtiguard makes the rest of such an
 // endpoint safe. The second factor is a fixed demo code.
@@ -15,6 +22,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +32,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -48,6 +58,9 @@ func run(args []string, out io.Writer) error {
 	keyDir := fs.String("key-dir", "", "key directory (*.pem, *.jwk, and \"active\" naming the signer's file), read again every 30 s: keys rotate without a restart; if it holds no key, one is created (initial.pem) and named in \"active\"; replaces -key-file")
 	users := fs.String("users", "alice:secret", "comma-separated user:password pairs")
 	client := fs.String("client", "demo-client:demo-secret", "the OAuth client, id:secret")
+	publicClient := fs.String("public-client", "demo-public", "a public OAuth client (id only, no secret), whose DPoP refresh tokens are bound to its key; empty: none")
+	externalURL := fs.String("external-url", "", "the URL clients address this server at (scheme://host[:port]), which DPoP proofs name; default http://ADDR; behind a proxy or load balancer the public URL, the same on every replica")
+	dpopNonces := fs.Bool("dpop-nonces", false, "DPoP server nonces: proofs must carry a recent nonce of this server (use_dpop_nonce); the secret is random unless "+nonceSecretEnv+" gives it (base64, at least 32 bytes), which replicas must share")
 	rsClients := fs.String("rs-client", "orders-api:orders-secret", "comma-separated id:secret pairs of resource servers allowed to introspect tokens (POST /introspect); empty: none")
 	rsAudiences := fs.String("rs-audience", "https://orders.example.com", "comma-separated resource server identifiers added to the aud of access tokens, after ISSUER/api")
 	mfaCode := fs.String("mfa-code", "123456", "the demo second factor")
@@ -87,8 +100,19 @@ func run(args []string, out io.Writer) error {
 		}
 	}
 	var ok bool
-	if cfg.ClientID, cfg.ClientSecret, ok = strings.Cut(*client, ":"); !ok || cfg.ClientID == "" {
+	if cfg.ClientID, cfg.ClientSecret, ok = strings.Cut(*client, ":"); !ok || cfg.ClientID == "" || cfg.ClientSecret == "" {
 		return fmt.Errorf("-client: want id:secret")
+	}
+	if cfg.PublicClientID = *publicClient; strings.Contains(cfg.PublicClientID, ":") || cfg.PublicClientID == cfg.ClientID && cfg.PublicClientID != "" {
+		return fmt.Errorf("-public-client: want an id (no secret) other than -client's")
+	}
+	if *externalURL != "" {
+		if err := checkOrigin(*externalURL); err != nil {
+			return fmt.Errorf("-external-url: %w", err)
+		}
+	}
+	if cfg.DPoPNonceSecret, err = nonceSecret(*dpopNonces, os.Getenv(nonceSecretEnv)); err != nil {
+		return fmt.Errorf("-dpop-nonces: %w", err)
 	}
 
 	ln, err := net.Listen("tcp", *addr)
@@ -99,6 +123,10 @@ func run(args []string, out io.Writer) error {
 	cfg.Issuer = base
 	if *issuer != "" {
 		cfg.Issuer = *issuer
+	}
+	cfg.ExternalURL = base
+	if *externalURL != "" {
+		cfg.ExternalURL = strings.TrimSuffix(*externalURL, "/")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -112,7 +140,11 @@ func run(args []string, out io.Writer) error {
 	if cfg.RedisAddr != "" {
 		store = "Redis at " + cfg.RedisAddr
 	}
-	fmt.Fprintf(out, "passwordflow listening on %s (%s)\n\n%s", base, store, walkthrough(base, cfg))
+	nonces := "off"
+	if cfg.DPoPNonceSecret != nil {
+		nonces = "on"
+	}
+	fmt.Fprintf(out, "passwordflow listening on %s (%s; DPoP at %s, nonces %s)\n\n%s", base, store, cfg.ExternalURL, nonces, walkthrough(cfg.ExternalURL, cfg))
 
 	hs := srv.HTTPServer()
 	errc := make(chan error, 1)
@@ -128,6 +160,48 @@ func run(args []string, out io.Writer) error {
 		}
 		return nil
 	}
+}
+
+// nonceSecretEnv names the environment variable that gives the DPoP nonce
+// secret: an environment variable rather than a flag, which anyone on the
+// host could read in the process list.
+const nonceSecretEnv = "PASSWORDFLOW_DPOP_NONCE_SECRET"
+
+// nonceSecret is the DPoP nonce secret: nil when nonces are off; else the
+// base64 env value (standard or URL alphabet, padded or not), or 32 random
+// bytes, good for one instance only.
+func nonceSecret(on bool, env string) ([]byte, error) {
+	switch {
+	case !on && env != "":
+		return nil, fmt.Errorf("%s is set: give -dpop-nonces too", nonceSecretEnv)
+	case !on:
+		return nil, nil
+	case env == "":
+		secret := make([]byte, 32)
+		_, _ = rand.Read(secret) // never fails
+		return secret, nil
+	}
+	env = strings.TrimRight(strings.TrimSpace(env), "=")
+	for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
+		if secret, err := enc.DecodeString(env); err == nil {
+			if len(secret) < 32 {
+				return nil, fmt.Errorf("%s: %d bytes, want at least 32", nonceSecretEnv, len(secret))
+			}
+			return secret, nil
+		}
+	}
+	return nil, fmt.Errorf("%s: not base64 (openssl rand -base64 32 makes one)", nonceSecretEnv)
+}
+
+// checkOrigin checks that s is an http or https origin: scheme, host and
+// optional port, no path, query or userinfo.
+func checkOrigin(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return fmt.Errorf("want scheme://host[:port], got %q", s)
+	}
+	return nil
 }
 
 // pairs reads a comma-separated list of name:secret pairs; empty is none.
@@ -192,6 +266,23 @@ func walkthrough(base string, cfg tokenserver.Config) string {
   # introspection (RFC 7662), for resource servers (examples/resourceserver): inactive after the logout-all
   curl -s -u %[2]s:%[3]s -d token=$AT %[1]s/introspect
 `, base, rs, cfg.ResourceServers[rs])
+	}
+	if cfg.ExternalURL != "" {
+		args := ""
+		if cfg.PublicClientID == "" {
+			args = fmt.Sprintf(" -client %s -secret %s", cfg.ClientID, cfg.ClientSecret)
+		} else if cfg.PublicClientID != "demo-public" {
+			args = " -client " + cfg.PublicClientID
+		}
+		if user != "alice" || pass != "secret" {
+			args += fmt.Sprintf(" -user %s -password %s", user, pass)
+		}
+		s += fmt.Sprintf(`
+  # DPoP (RFC 9449): tokens bound to the client's key; GET /dpop/me takes nothing else.
+  # curl cannot sign proofs: this Go client (x/oauth2 over jtiguard.DPoPTransport) logs in,
+  # calls /dpop/me, refreshes, and plays the thief with the stolen tokens
+  go -C examples run ./dpopclient -server %[1]s%[2]s
+`, base, args)
 	}
 	return s + "\n"
 }

@@ -1,8 +1,10 @@
 // Package tokenserver is the passwordflow example's server: an OAuth 2.0
 // token server for the password and refresh_token grants, with a small
 // protected API, token revocation (RFC 7009) and introspection (RFC 7662)
-// for resource servers. It is a package of its own so that the resource
-// server's tests (examples/resourceserver) run it in process.
+// for resource servers, and DPoP (RFC 9449) when Config.ExternalURL is set:
+// tokens bound to the client's key, and GET /dpop/me, which takes nothing
+// else. It is a package of its own so that the resource server's tests
+// (examples/resourceserver) run it in process.
 package tokenserver
 
 import (
@@ -32,6 +34,23 @@ type Config struct {
 	Users        map[string]string // username -> password
 	ClientID     string
 	ClientSecret string
+	// PublicClientID, if set, is a public client: one that authenticates
+	// with its id alone (no secret), as an app on a user's device does.
+	// With DPoP its refresh tokens are bound to the client's key too, so a
+	// stolen one is useless without the key. Empty: no public client.
+	PublicClientID string
+	// ExternalURL turns DPoP on (RFC 9449): the origin clients address
+	// this server at (scheme, host and port), which every proof's htu must
+	// name. Behind a proxy or load balancer it is the public URL, the same
+	// on every replica, never the listen address. Empty: DPoP off, every
+	// token a Bearer token.
+	ExternalURL string
+	// DPoPNonceSecret, if set (at least 32 random bytes), turns DPoP server
+	// nonces on: every proof must carry a recent nonce of this server, or is
+	// refused with use_dpop_nonce and a DPoP-Nonce header. Nonces are
+	// derived from the secret and the time, nothing is stored: replicas
+	// must share the secret. Needs ExternalURL.
+	DPoPNonceSecret []byte
 	// ResourceServers are the clients of POST /introspect, id -> secret:
 	// resource servers that verify this server's access tokens without its
 	// store. They are not clients of /token or /revoke, nor is the OAuth
@@ -65,6 +84,7 @@ type Server struct {
 	verifier *jtiguard.Verifier
 	sessions *jtiguard.Sessions
 	guard    *jtiguard.Guard
+	dpop     *jtiguard.DPoPVerifier // nil: DPoP off
 	closers  []func()
 	mux      *http.ServeMux
 	handler  http.Handler
@@ -148,7 +168,21 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
-	s.guard = jtiguard.NewGuard(s.verifier, jtiguard.GuardConfig{Realm: "passwordflow"})
+	if cfg.ExternalURL != "" {
+		// The proofs' jti are recorded in the verifier's store: on Redis,
+		// a proof accepted by one replica is a replay on every other.
+		if s.dpop, err = jtiguard.NewDPoPVerifier(s.verifier, jtiguard.DPoPConfig{
+			ExternalURL: cfg.ExternalURL,
+			NonceSecret: cfg.DPoPNonceSecret,
+		}); err != nil {
+			s.Close()
+			return nil, err
+		}
+	} else if cfg.DPoPNonceSecret != nil {
+		s.Close()
+		return nil, errors.New("DPoP nonces need an ExternalURL")
+	}
+	s.guard = jtiguard.NewGuard(s.verifier, jtiguard.GuardConfig{Realm: "passwordflow", DPoP: s.dpop})
 	s.routes()
 	s.handler = withDeadline(s.mux, requestTimeout)
 	return s, nil
@@ -202,18 +236,26 @@ func withDeadline(h http.Handler, d time.Duration) http.Handler {
 
 func (s *Server) routes() {
 	clients := func(_ context.Context, id, secret string) bool {
-		return jtiguard.SecretsEqual(id, s.cfg.ClientID) && jtiguard.SecretsEqual(secret, s.cfg.ClientSecret)
+		confidential := jtiguard.SecretsEqual(id, s.cfg.ClientID) && jtiguard.SecretsEqual(secret, s.cfg.ClientSecret)
+		public := s.cfg.PublicClientID != "" && id == s.cfg.PublicClientID && secret == ""
+		return confidential || public
 	}
 	s.mux.Handle("POST /token", &jtiguard.TokenEndpoint{
 		Sessions: s.sessions,
 		Clients:  clients,
 		Password: s.checkPassword,
 		Realm:    "passwordflow",
+		DPoP:     s.dpop, // nil: DPoP headers are ignored, tokens are Bearer
 	})
 	s.mux.Handle("POST /revoke", &jtiguard.RevocationEndpoint{Verifier: s.verifier, Clients: clients, Realm: "passwordflow"})
 	s.mux.Handle("POST /introspect", &jtiguard.IntrospectionEndpoint{Verifier: s.verifier, Clients: s.resourceServer, Realm: "passwordflow"})
 	s.mux.Handle("GET /.well-known/jwks.json", jtiguard.JWKSHandler(s.keys, 5*time.Minute))
 	s.mux.Handle("GET /me", s.guard.Authenticate(http.HandlerFunc(s.me)))
+	if s.dpop != nil {
+		// DPoP-bound tokens only: a Bearer token, or a bound one without a
+		// proof of its key, is refused with 401.
+		s.mux.Handle("GET /dpop/me", s.guard.Require(jtiguard.Requirement{DPoP: true})(http.HandlerFunc(s.me)))
+	}
 	s.mux.Handle("POST /mfa", s.guard.Authenticate(http.HandlerFunc(s.mfa)))
 	s.mux.Handle("GET /admin", s.guard.Require(jtiguard.Requirement{ACR: "mfa"})(http.HandlerFunc(s.admin)))
 	s.mux.Handle("POST /transfer/token", s.guard.Require(jtiguard.Requirement{Scopes: []string{"write"}})(http.HandlerFunc(s.transferToken)))
@@ -274,10 +316,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func (s *Server) me(w http.ResponseWriter, r *http.Request) {
 	c := claims(r)
-	writeJSON(w, http.StatusOK, map[string]any{
+	me := map[string]any{
 		"sub": c.Subject, "sid": c.Session, "acr": c.ACR, "amr": c.AMR, "scope": c.Scope,
 		"client_id": c.ClientID, "exp": c.ExpiresAt.Unix(), "auth_time": c.AuthTime.Unix(),
-	})
+	}
+	if c.JKT != "" {
+		me["jkt"] = c.JKT // the thumbprint of the key the token is bound to
+	}
+	writeJSON(w, http.StatusOK, me)
 }
 
 // mfa checks the second factor and steps the session up: a new generation

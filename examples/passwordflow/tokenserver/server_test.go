@@ -27,11 +27,23 @@ import (
 
 const testIssuer = "http://passwordflow.test"
 
-// instance starts one server on an httptest listener.
+// instance starts one server on an httptest listener, with DPoP on: its
+// ExternalURL is the listener's URL.
 func instance(t *testing.T, keyFile, redisAddr string) string {
 	t.Helper()
-	srv := newServer(t, keyFile, redisAddr)
+	return instanceWith(t, func(c *Config) { c.KeyFile, c.RedisAddr = keyFile, redisAddr })
+}
+
+// instanceWith starts a server on an httptest listener, its configuration
+// the test one with DPoP on at the listener's URL, as edit changes it.
+func instanceWith(t *testing.T, edit func(*Config)) string {
+	t.Helper()
 	ts := httptest.NewUnstartedServer(nil)
+	url := "http://" + ts.Listener.Addr().String()
+	srv := newServerWith(t, func(c *Config) {
+		c.ExternalURL = url
+		edit(c)
+	})
 	ts.Config = srv.HTTPServer()
 	ts.Start()
 	t.Cleanup(ts.Close)
@@ -52,6 +64,7 @@ func newServerWith(t *testing.T, edit func(*Config)) *Server {
 		Users:           map[string]string{"alice": "secret", "bob": "hunter2"},
 		ClientID:        "demo-client",
 		ClientSecret:    "demo-secret",
+		PublicClientID:  "demo-public",
 		ResourceServers: map[string]string{"orders-api": "orders-secret"},
 		MFACode:         "123456",
 		AccessTTL:       5 * time.Minute,
