@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -140,16 +141,18 @@ type DPoPProof struct {
 // Proofs are keyed in the store on SHA-256 of the key's thumbprint and the
 // jti, so a client's jti can neither collide with another key's nor be
 // chosen to match a token's. The entry is written under the thumbprint as
-// its subject (the Redis store's bucket), and kept until iat + Window +
-// Leeway. A store that lost its memory refuses proofs whose iat, less
+// its subject (the Redis store's bucket), or, by Verify on a
+// store.ProofStore, under its access token's subject, beside the token's
+// state; it is kept until iat + Window + Leeway. A store that lost its memory refuses proofs whose iat, less
 // Leeway, predates the loss: a proof may have been accepted up to Leeway
 // before its iat, by a verifier whose clock lags the client's.
 type DPoPVerifier struct {
 	v      *Verifier
 	cfg    DPoPConfig
 	store  store.Store
-	origin string // normalized ExternalURL, or ""
-	slot   int64  // NonceSlot in seconds; 0: nonces off
+	joint  store.ProofStore // the Verifier's store, when proofs go to it and it can
+	origin string           // normalized ExternalURL, or ""
+	slot   int64            // NonceSlot in seconds; 0: nonces off
 	nonces atomic.Pointer[nonceSet]
 }
 
@@ -207,8 +210,17 @@ func NewDPoPVerifier(v *Verifier, cfg DPoPConfig) (*DPoPVerifier, error) {
 			return nil, err
 		}
 	}
+	if ps, ok := d.store.(store.ProofStore); ok && sameStore(d.store, v.cfg.Store) {
+		d.joint = ps
+	}
 	d.cfg = cfg
 	return d, nil
+}
+
+// sameStore reports whether a and b are one store (an uncomparable store
+// is never the same as another).
+func sameStore(a, b store.Store) bool {
+	return a != nil && b != nil && reflect.TypeOf(a) == reflect.TypeOf(b) && reflect.TypeOf(a).Comparable() && a == b
 }
 
 // Proof rejections: each an immutable *Error, so refusing allocates
@@ -265,49 +277,67 @@ func nonceRejection(desc string) *Error {
 // ErrStoreUnavailable may have consumed the proof; the client signs a new
 // one for its retry, as it does for every request.
 func (d *DPoPVerifier) VerifyProof(ctx context.Context, proof string, req DPoPRequest) (DPoPProof, error) {
+	c, jkt, err := d.proofClaims(proof, req)
+	if err != nil {
+		return DPoPProof{}, err
+	}
+	// The nonce, never 0 (no nonce), lets a store recognize this call's
+	// own write when a lost reply makes its client retry.
+	nonce := rand.Uint64() | 1
+	st, err := d.store.Consume(ctx, d.ref(jkt, &c), nonce)
+	if err != nil {
+		d.v.report(ctx, Event{Kind: EventStoreUnavailable, JTI: c.jti, Err: err})
+		return DPoPProof{}, unavailable(err)
+	}
+	if err := d.proofStatus(ctx, &c, st); err != nil {
+		return DPoPProof{}, err
+	}
+	return DPoPProof{JKT: jkt, JTI: c.jti, IssuedAt: time.Unix(c.iat, 0)}, nil
+}
+
+// proofClaims checks proof against req and the clock, touching no store,
+// and returns its claims and its key's thumbprint.
+func (d *DPoPVerifier) proofClaims(proof string, req DPoPRequest) (proofClaims, string, error) {
 	if len(proof) > d.cfg.MaxProofSize {
-		return DPoPProof{}, errProofTooLarge
+		return proofClaims{}, "", errProofTooLarge
 	}
 	j, err := parseJWS(proof)
 	if err != nil {
-		return DPoPProof{}, errProofMalformed
+		return proofClaims{}, "", errProofMalformed
 	}
 	alg, jwkText, e := parseProofHeader(j.header)
 	if e != nil {
-		return DPoPProof{}, e
+		return proofClaims{}, "", e
 	}
 	key, e := proofKey(alg, jwkText)
 	if e != nil {
-		return DPoPProof{}, e
+		return proofClaims{}, "", e
 	}
 	if key.verifySignature(j.signingInput, j.sig) != nil {
-		return DPoPProof{}, errProofSignature
+		return proofClaims{}, "", errProofSignature
 	}
 	c, e := parseProofClaims(j.payload)
 	if e != nil {
-		return DPoPProof{}, e
+		return proofClaims{}, "", e
 	}
-	now := d.v.cfg.Now()
-	if err := d.check(&c, req, now); err != nil {
-		return DPoPProof{}, err
+	if err := d.check(&c, req, d.v.cfg.Now()); err != nil {
+		return proofClaims{}, "", err
 	}
-	// NewKey named the key by its RFC 7638 thumbprint. The nonce, never 0
-	// (no nonce), lets a store recognize this call's own write when a
-	// lost reply makes its client retry.
-	jkt := key.kid
-	nonce := rand.Uint64() | 1
-	st, err := d.store.Consume(ctx, d.ref(jkt, &c), nonce)
+	// NewKey named the key by its RFC 7638 thumbprint.
+	return c, key.kid, nil
+}
+
+// proofStatus turns the store's answer about a proof into the error, if
+// any: nil only for Live.
+func (d *DPoPVerifier) proofStatus(ctx context.Context, c *proofClaims, st store.Status) error {
 	switch {
-	case err != nil:
-		d.v.report(ctx, Event{Kind: EventStoreUnavailable, JTI: c.jti, Err: err})
-		return DPoPProof{}, unavailable(err)
 	case st == store.Used:
 		d.v.report(ctx, Event{Kind: EventDPoPReplayRefused, JTI: c.jti})
-		return DPoPProof{}, errProofReplayed
+		return errProofReplayed
 	case st != store.Live:
-		return DPoPProof{}, errProofLost // Lost, or a status no proof can have: fail closed
+		return errProofLost // Lost, or a status no proof can have: fail closed
 	}
-	return DPoPProof{JKT: jkt, JTI: c.jti, IssuedAt: time.Unix(c.iat, 0)}, nil
+	return nil
 }
 
 // ref names a proof to the store: its ID is a hash of the key's thumbprint
@@ -907,9 +937,18 @@ func (d *DPoPVerifier) validNonce(nonce string, now time.Time) bool {
 // VerifyProof's.
 //
 // The token is checked first, so a token that fails uses up no proof; a
-// proof that fails after it leaves the token as it was. The two checks
-// are two store operations: one round trip each on Redis.
+// proof that fails after it leaves the token as it was. When the proofs
+// go to the Verifier's store and it is a store.ProofStore (MemoryStore,
+// the Redis store), the token's state and the proof's jti are one store
+// operation, CheckAndConsume, with the proof's entry kept under the
+// token's subject (one round trip on Redis, on Cluster too); the proof is
+// then consumed only once its token is found live and bound to its key.
+// Otherwise they are two store operations, Check and Consume: one round
+// trip each on Redis.
 func (d *DPoPVerifier) Verify(ctx context.Context, token, proof string, req DPoPRequest) (Claims, error) {
+	if d.joint != nil {
+		return d.verifyJoint(ctx, token, proof, req)
+	}
 	c, err := d.v.access(ctx, token)
 	if err != nil {
 		return Claims{}, err
@@ -925,6 +964,47 @@ func (d *DPoPVerifier) Verify(ctx context.Context, token, proof string, req DPoP
 	if p.JKT != c.JKT {
 		d.v.report(ctx, eventFor(EventDPoPBindingRefused, c))
 		return Claims{}, reject(ErrDPoPKeyMismatch)
+	}
+	return *c, nil
+}
+
+// verifyJoint is Verify on a store.ProofStore: the token's state and the
+// proof's jti in one store operation. A request refused before the store
+// is reached (a bad proof, a proof of another key) reads the token's state
+// first, so that it is refused for the same reason as with two operations.
+func (d *DPoPVerifier) verifyJoint(ctx context.Context, token, proof string, req DPoPRequest) (Claims, error) {
+	c, err := d.v.verified(ctx, token, TypeAccess)
+	if err != nil {
+		return Claims{}, err
+	}
+	if c.JKT == "" {
+		return Claims{}, reject(ErrNotDPoPBound)
+	}
+	req.AccessToken = token
+	ref := d.v.ref(c)
+	ref.Token = token
+	pc, jkt, perr := d.proofClaims(proof, req)
+	if perr != nil || jkt != c.JKT {
+		st, err := d.v.cfg.Store.Check(ctx, ref)
+		if err := d.v.settle(ctx, c, st, err); err != nil {
+			return Claims{}, err
+		}
+		if perr != nil {
+			return Claims{}, perr
+		}
+		d.v.report(ctx, eventFor(EventDPoPBindingRefused, c))
+		return Claims{}, reject(ErrDPoPKeyMismatch)
+	}
+	// The proof's entry is kept with the token's state, under its subject:
+	// its ID is still the hash of the thumbprint and the jti.
+	pref := d.ref(jkt, &pc)
+	pref.Subject = ref.Subject
+	st, pst, err := d.joint.CheckAndConsume(ctx, ref, pref, rand.Uint64()|1)
+	if err := d.v.settle(ctx, c, st, err); err != nil {
+		return Claims{}, err
+	}
+	if err := d.proofStatus(ctx, &pc, pst); err != nil {
+		return Claims{}, err
 	}
 	return *c, nil
 }

@@ -229,6 +229,26 @@ func (s *MemoryStore) Consume(ctx context.Context, t store.TokenRef, nonce uint6
 	return s.write(t, store.Used, nonce)
 }
 
+var _ store.ProofStore = (*MemoryStore)(nil)
+
+// CheckAndConsume implements store.ProofStore: Check of the token, then,
+// if it was Live, Consume of the proof, one shard lock at a time. A
+// revocation or logout landing between the two is ordered after the call.
+func (s *MemoryStore) CheckAndConsume(ctx context.Context, token, proof store.TokenRef, nonce uint64) (tokenStatus, proofStatus store.Status, err error) {
+	if token.Subject != proof.Subject {
+		return 0, 0, fmt.Errorf("%w: a proof's Subject must be its token's", ErrConfig)
+	}
+	st, err := s.Check(ctx, token)
+	if err != nil || st != store.Live {
+		return st, st, err
+	}
+	pst, err := s.Consume(ctx, proof, nonce)
+	if err != nil {
+		return 0, 0, err
+	}
+	return store.Live, pst, nil
+}
+
 // Revoke implements store.Store.
 func (s *MemoryStore) Revoke(ctx context.Context, t store.TokenRef) error {
 	if err := ctx.Err(); err != nil {

@@ -3,9 +3,9 @@ package redisstore
 import "github.com/redis/go-redis/v9"
 
 // Every operation is one of these scripts, run atomically by Redis (7.0 or
-// later: every script declares its flags, none at all for consume and
-// begin, so that Redis refuses them whole when out of memory rather than
-// midway). Status codes are store.Status
+// later: every script declares its flags, none at all for consume,
+// checkConsume and begin, so that Redis refuses them whole when out of
+// memory rather than midway). Status codes are store.Status
 // values: 0 Live, 1 Revoked, 2 Used, 3 Lost, 4 Ended, 5 Reused,
 // 6 Superseded.
 //
@@ -113,6 +113,30 @@ if s ~= 0 then return head(s) end
 redis.call('SET', KEYS[1], 'u' .. ARGV[5], 'PXAT', ARGV[6])
 bump()
 return head(0)
+`)
+
+// checkConsume: KEYS token jti, marker, proof jti[, token's family]; ARGV
+// seen q, stamp, gen, token iat (Unix s), proof iat (Unix s), nonce, the
+// proof's keep-until (ms). check of the token and, only if it is Live,
+// consume of the proof (a token of no session), in the token's bucket.
+// Replies the head, its first value the token's status, then the proof's
+// status (the token's when the token is not Live: nothing is written). A
+// retried call finds its nonce in the proof's entry: its own write, made
+// while the token was Live.
+var checkConsumeScript = redis.NewScript("#!lua\n" + prelude + `
+local function reply(h, p)
+  h[7] = p
+  return h
+end
+if not open(KEYS[2]) then return reply(lost(3), 3) end
+if redis.call('GET', KEYS[3]) == 'u' .. ARGV[6] then return reply(head(0), 0) end
+local s = state(KEYS[1], KEYS[4] or false, ARGV[3], ARGV[4])
+if s ~= 0 then return reply(head(s), s) end
+local p = state(KEYS[3], false, '', ARGV[5])
+if p ~= 0 then return reply(head(0), p) end
+redis.call('SET', KEYS[3], 'u' .. ARGV[6], 'PXAT', ARGV[7])
+bump()
+return reply(head(0), 0)
 `)
 
 // revoke: KEYS jti, marker; ARGV seen q, stamp, keep-until (ms). Never
@@ -240,4 +264,4 @@ return head(n)
 `)
 
 // scripts are loaded on every primary when the store is created.
-var scripts = []*redis.Script{checkScript, consumeScript, revokeScript, markScript, beginScript, rotateScript, endScript, endSubjectScript}
+var scripts = []*redis.Script{checkScript, consumeScript, checkConsumeScript, revokeScript, markScript, beginScript, rotateScript, endScript, endSubjectScript}

@@ -5,7 +5,9 @@
 // Every operation is one atomic Lua script. All the state of one subject
 // (its tokens' entries, its families, its family index) lives under one
 // hash tag, so every operation touches one slot: one round trip per
-// verification, per consume and per refresh, on Redis Cluster too, and
+// verification, per consume, per refresh and per DPoP-bound request (the
+// token's state and the proof's jti together, the proof's entry kept in
+// the token's bucket), on Redis Cluster too, and
 // logout-all is one atomic script that no concurrent login escapes. Keys
 // expire with the tokens and families they describe; no sweeper runs.
 //
@@ -159,6 +161,7 @@ type Store struct {
 var (
 	_ store.Store        = (*Store)(nil)
 	_ store.SessionStore = (*Store)(nil)
+	_ store.ProofStore   = (*Store)(nil)
 	_ jtiguard.Pinger    = (*Store)(nil)
 )
 
@@ -542,6 +545,50 @@ func (s *Store) Consume(ctx context.Context, t store.TokenRef, nonce uint64) (st
 		s.remember(t, st)
 	}
 	return st, nil
+}
+
+// CheckAndConsume implements store.ProofStore: one round trip, one
+// script over the token's bucket (the proof's entry is kept there), which
+// checks the token and, only if it is Live, consumes the proof; none for a
+// token already known dead.
+func (s *Store) CheckAndConsume(ctx context.Context, token, proof store.TokenRef, nonce uint64) (tokenStatus, proofStatus store.Status, err error) {
+	if token.Subject != proof.Subject {
+		return 0, 0, fmt.Errorf("%w: redisstore: a proof's Subject must be its token's", jtiguard.ErrConfig)
+	}
+	if st, ok := s.cached(token); ok {
+		return st, st, nil
+	}
+	if err := s.fit(); err != nil {
+		return 0, 0, err
+	}
+	b, keys := s.tokenKeys(token)
+	keys = append([]string{keys[0], keys[1], s.tag(b) + ":j:" + proof.ID.String()}, keys[2:]...)
+	vals, first, lost, err := s.do(ctx, b, checkConsumeScript, keys, strconv.FormatUint(token.Generation, 10),
+		strconv.FormatInt(token.IssuedAt.Unix(), 10), strconv.FormatInt(proof.IssuedAt.Unix(), 10),
+		strconv.FormatUint(nonce, 10), s.keep(proof))
+	st, err := status(first, lost, err)
+	if err != nil {
+		return 0, 0, wrap("check and consume", err)
+	}
+	if st != store.Live {
+		s.remember(token, st)
+		return st, st, nil
+	}
+	var p any
+	if len(vals) == headLen+1 {
+		p = vals[headLen]
+	}
+	n, ok := p.(int64)
+	pst, err := status(n, false, nil)
+	if err != nil || !ok {
+		return 0, 0, fmt.Errorf("redisstore: check and consume: unexpected reply %v", vals)
+	}
+	if pst == store.Live {
+		s.remember(proof, store.Used) // later presentations are replays
+	} else {
+		s.remember(proof, pst)
+	}
+	return store.Live, pst, nil
 }
 
 // Revoke implements store.Store: one round trip. It is never refused

@@ -97,6 +97,24 @@ type Store interface {
 	Revoke(ctx context.Context, t TokenRef) error
 }
 
+// ProofStore is an optional interface of a Store that checks a token and
+// consumes a proof presented with it (a DPoP proof and its access token) as
+// one operation: one round trip on a shared store. The Verifier's
+// DPoPVerifier uses it when its store implements it, and otherwise calls
+// Check and Consume.
+type ProofStore interface {
+	// CheckAndConsume reports the token's status as Check does and, only if
+	// it is Live, consumes the proof as Consume does (with nonce, for
+	// retries), atomically (or as if): the proof is consumed only if the
+	// token was Live when it was checked. When the token is not Live the
+	// proof is left as it was and proofStatus equals tokenStatus, so that
+	// neither status is Live. proof.Subject must equal token.Subject: the
+	// proof's entry is kept with the token's state (the Redis store's
+	// bucket), so a proof consumed under one subject is not seen under
+	// another. Like every method, err is for infrastructure failures only.
+	CheckAndConsume(ctx context.Context, token, proof TokenRef, nonce uint64) (tokenStatus, proofStatus Status, err error)
+}
+
 // Family is a session family as a store keeps it: the state that every
 // token of one login shares.
 type Family struct {

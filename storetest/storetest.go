@@ -11,8 +11,10 @@
 // revocation holds until expiry; a rotation is one compare-and-set with
 // reuse detection, an optional grace window and idempotent retries;
 // generations, idle and absolute lifetimes, logout-all, also racing a
-// login; a revoked token mints nothing; and a full store refuses new state
-// instead of forgetting, yet still records revocations.
+// login; a revoked token mints nothing; a full store refuses new state
+// instead of forgetting, yet still records revocations; and, for a store
+// that is a store.ProofStore, a proof is consumed with its token's check,
+// exactly once, and only while the token is live.
 package storetest
 
 import (
@@ -81,6 +83,8 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"RevokedTokenMintsNothing", testRevokedPresented},
 		{"EndNeedsTheSubject", testEndSubjectMatch},
 		{"BeginRacingEndSubject", testBeginEndSubjectRace},
+		{"CheckAndConsume", testCheckAndConsume},
+		{"ConcurrentCheckAndConsume", testConcurrentCheckAndConsume},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -540,5 +544,82 @@ func testBeginEndSubjectRace(t *testing.T, h Harness) {
 	}
 	if escaped > 0 {
 		t.Fatalf("%d of %d families begun while a logout-all ran survived the next logout-all", escaped, h.Rounds)
+	}
+}
+
+// proofStore returns h's store as a store.ProofStore, or skips the test.
+func proofStore(t *testing.T, h Harness) store.ProofStore {
+	t.Helper()
+	ps, ok := h.Store.(store.ProofStore)
+	if !ok {
+		t.Skip("the store is not a store.ProofStore")
+	}
+	return ps
+}
+
+// checkAndConsume calls CheckAndConsume and wants its two statuses.
+func checkAndConsume(t *testing.T, ps store.ProofStore, tok, proof store.TokenRef, nonce uint64, wantToken, wantProof store.Status) {
+	t.Helper()
+	ts, pst, err := ps.CheckAndConsume(ctx, tok, proof, nonce)
+	want(t, "CheckAndConsume: the token", ts, wantToken, err)
+	want(t, "CheckAndConsume: the proof", pst, wantProof, err)
+}
+
+func testCheckAndConsume(t *testing.T, h Harness) {
+	ps := proofStore(t, h)
+	tok, proof := token(t, h, time.Minute), token(t, h, time.Minute)
+	checkAndConsume(t, ps, tok, proof, 1, store.Live, store.Live)
+	checkAndConsume(t, ps, tok, proof, 1, store.Live, store.Live) // the same call retried
+	checkAndConsume(t, ps, tok, proof, 2, store.Live, store.Used)
+	check(t, h, tok, store.Live) // the token is read, not used
+	st, err := h.Store.Consume(ctx, proof, 3)
+	want(t, "Consume of the consumed proof", st, store.Used, err)
+
+	// A dead token consumes nothing: its proof stays unused, and can go
+	// with a live token of the same subject.
+	revoked, fresh := token(t, h, time.Minute), token(t, h, time.Minute)
+	if err := h.Store.Revoke(ctx, revoked); err != nil {
+		t.Fatal(err)
+	}
+	checkAndConsume(t, ps, revoked, fresh, 4, store.Revoked, store.Revoked)
+	checkAndConsume(t, ps, tok, fresh, 5, store.Live, store.Live)
+
+	f := begin(t, h, "alice", time.Hour, 10*time.Minute)
+	m := member(t, h, f, 1)
+	inFamily := token(t, h, time.Minute)
+	checkAndConsume(t, ps, m, inFamily, 6, store.Live, store.Live)
+	if err := h.Store.End(ctx, f.Subject, f.ID); err != nil {
+		t.Fatal(err)
+	}
+	other := token(t, h, time.Minute)
+	checkAndConsume(t, ps, m, other, 7, store.Ended, store.Ended)
+	st, err = h.Store.Consume(ctx, other, 8)
+	want(t, "Consume of the proof a dead token left", st, store.Live, err)
+}
+
+func testConcurrentCheckAndConsume(t *testing.T, h Harness) {
+	ps := proofStore(t, h)
+	tok, proof := token(t, h, time.Minute), token(t, h, time.Minute)
+	var mu sync.Mutex
+	counts := map[[2]store.Status]int{}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range h.Concurrency {
+		wg.Go(func() {
+			<-start
+			ts, pst, err := ps.CheckAndConsume(ctx, tok, proof, uint64(i+1))
+			if err != nil {
+				t.Errorf("CheckAndConsume: %v", err)
+				return
+			}
+			mu.Lock()
+			counts[[2]store.Status{ts, pst}]++
+			mu.Unlock()
+		})
+	}
+	close(start)
+	wg.Wait()
+	if counts[[2]store.Status{store.Live, store.Live}] != 1 || counts[[2]store.Status{store.Live, store.Used}] != h.Concurrency-1 {
+		t.Fatalf("%d concurrent CheckAndConsume calls: %v, want exactly one proof Live", h.Concurrency, counts)
 	}
 }
