@@ -102,7 +102,7 @@ func TestDPoPRoundTrips(t *testing.T) {
 	}
 }
 
-// TestDPoPConcurrentPresentationsAcceptOne: of 200 concurrent
+// TestDPoPConcurrentPresentationsAcceptOne: of 1,000 concurrent
 // presentations of one proof with one token, through two stores (two
 // processes) on one server, exactly one is accepted.
 func TestDPoPConcurrentPresentationsAcceptOne(t *testing.T) {
@@ -116,7 +116,7 @@ func TestDPoPConcurrentPresentationsAcceptOne(t *testing.T) {
 	verifiers := []*jtiguard.DPoPVerifier{dpopVerifier(t, newReplica(t, keys, first)), dpopVerifier(t, newReplica(t, keys, second))}
 	iss, err := jtiguard.NewIssuer(keys, jtiguard.IssuerConfig{Issuer: testIssuer})
 	require.NoError(t, err)
-	presentAll(t, 200, verifiers, iss)
+	presentAll(t, 1000, verifiers, iss)
 }
 
 // TestDPoPConcurrentPresentationsMemoryStore: the same through one
