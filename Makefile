@@ -23,10 +23,21 @@ lint:
 unit:
 	@for m in $(MODULES); do echo "go test -race $$m"; (cd $$m && $(GO) test -race -count=1 ./...) || exit 1; done
 
+# Go 1.26's fuzz coordinator can report "context deadline exceeded" as the
+# -fuzztime deadline passes, with no failing input (golang/go#75804, fixed
+# in Go 1.27): a run that says so and wrote no new input to testdata/fuzz is
+# not a failure; any other failure is.
 fuzz:
-	@for f in $(FUZZ); do pkg=$${f%%:*}; target=$${f##*:}; \
+	@for f in $(FUZZ); do pkg=$${f%%:*}; target=$${f##*:}; dir=$$pkg/testdata/fuzz/$$target; \
 		echo "fuzz $$target for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; done
+		before=$$(ls $$dir 2>/dev/null | wc -l); \
+		out=$$($(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime=$(FUZZTIME) $$pkg 2>&1); rc=$$?; echo "$$out"; \
+		if [ $$rc -ne 0 ]; then \
+			after=$$(ls $$dir 2>/dev/null | wc -l); \
+			if [ "$$after" = "$$before" ] && echo "$$out" | grep -q '^    context deadline exceeded$$'; then \
+				echo "fuzz $$target: the coordinator's deadline race (golang/go#75804), no failing input: not a failure"; \
+			else exit 1; fi; \
+		fi; done
 
 # The Redis fault scenarios again and again (they also run once in unit):
 # kill -9 and restarts, clock skew, failover to a lagging replica, lost
