@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -154,6 +155,8 @@ type DPoPVerifier struct {
 	origin string           // normalized ExternalURL, or ""
 	slot   int64            // NonceSlot in seconds; 0: nonces off
 	nonces atomic.Pointer[nonceSet]
+	keys   sync.Map // jwk text -> *Key: clients' keys seen (see key)
+	nkeys  atomic.Int32
 }
 
 // NewDPoPVerifier returns a DPoPVerifier that shares v's clock, leeway,
@@ -309,7 +312,7 @@ func (d *DPoPVerifier) proofClaims(proof string, req DPoPRequest) (proofClaims, 
 	if e != nil {
 		return proofClaims{}, "", e
 	}
-	key, e := proofKey(alg, jwkText)
+	key, e := d.key(alg, jwkText)
 	if e != nil {
 		return proofClaims{}, "", e
 	}
@@ -325,6 +328,33 @@ func (d *DPoPVerifier) proofClaims(proof string, req DPoPRequest) (proofClaims, 
 	}
 	// NewKey named the key by its RFC 7638 thumbprint.
 	return c, key.kid, nil
+}
+
+// maxProofKeys bounds the cache of clients' keys: past it the cache starts
+// over (a flood of keys costs their parsing, nothing else).
+const maxProofKeys = 4096
+
+// key returns a proof's jwk as a key pinned to alg, from the keys of
+// clients seen before when it can: a client signs its proofs with one key,
+// and reading, checking and hashing it is much of a proof's cost beside
+// the signature. The cache is keyed on the jwk's exact text and holds only
+// keys that passed every check; a key's alg is compared on each hit.
+func (d *DPoPVerifier) key(alg, jwkText string) (*Key, *Error) {
+	if k, ok := d.keys.Load(jwkText); ok {
+		if k := k.(*Key); k.alg == alg {
+			return k, nil
+		}
+	}
+	k, e := proofKey(alg, jwkText)
+	if e != nil {
+		return nil, e
+	}
+	if d.nkeys.Add(1) > maxProofKeys {
+		d.keys.Clear()
+		d.nkeys.Store(1)
+	}
+	d.keys.Store(jwkText, k)
+	return k, nil
 }
 
 // proofStatus turns the store's answer about a proof into the error, if

@@ -364,3 +364,42 @@ func TestCnfParsedStrictly(t *testing.T) {
 		Extra: map[string]json.RawMessage{"cnf": json.RawMessage(jktClaim(jkt))}})
 	assert.ErrorIs(t, err, jtiguard.ErrConfig, "cnf is registered: no custom claim stands in for it")
 }
+
+// TestRequireDPoPPerClient: a client the token endpoint requires DPoP of
+// gets nothing without a proof, and so only ever holds bound tokens; other
+// clients may still get Bearer tokens.
+func TestRequireDPoPPerClient(t *testing.T) {
+	sf := newSessions(t, jtiguard.SessionConfig{})
+	sf.clock.Advance(time.Minute)
+	dv, err := jtiguard.NewDPoPVerifier(sf.ver, jtiguard.DPoPConfig{ExternalURL: dpopOrigin})
+	require.NoError(t, err)
+	e := &jtiguard.TokenEndpoint{Sessions: sf.sess, DPoP: dv,
+		Clients:     func(_ context.Context, _, secret string) bool { return secret == "" },
+		RequireDPoP: func(id string) bool { return id == "spa" },
+		Password: func(_ context.Context, _, user, _, _ string) (jtiguard.Login, error) {
+			return jtiguard.Login{Subject: user}, nil
+		}}
+	c := esClient(t, 3)
+	post := func(client string, withProof bool) answer {
+		form := url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {"pw"}, "client_id": {client}}
+		r := httptest.NewRequest(http.MethodPost, "/token", strings.NewReader(form.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if withProof {
+			r.Header.Set("DPoP", c.proof(t, claimsFor(freshJTI(), jtiguard.DPoPRequest{Method: "POST", URL: dpopOrigin + "/token"}, sf.clock.Now(), "")))
+		}
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, r)
+		a := answer{status: rec.Code, header: rec.Header()}
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &a.body))
+		return a
+	}
+	a := post("spa", false)
+	assert.Equal(t, http.StatusBadRequest, a.status)
+	assert.Equal(t, "invalid_dpop_proof", a.str("error"))
+	a = post("spa", true)
+	require.Equal(t, http.StatusOK, a.status, a.body)
+	assert.Equal(t, "DPoP", a.str("token_type"))
+	a = post("cli", false)
+	require.Equal(t, http.StatusOK, a.status, a.body)
+	assert.Equal(t, "Bearer", a.str("token_type"))
+}

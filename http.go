@@ -731,6 +731,11 @@ type TokenEndpoint struct {
 	// fresh DPoP-Nonce (RFC 9449 section 8.2). Without DPoP, DPoP headers
 	// are ignored and tokens are Bearer tokens.
 	DPoP *DPoPVerifier
+	// RequireDPoP, if set with DPoP, names the clients that must present a
+	// DPoP proof with every token request (400 invalid_dpop_proof
+	// otherwise): their tokens are always bound, so no route accepts them
+	// as Bearer tokens.
+	RequireDPoP func(clientID string) bool
 }
 
 // ServeHTTP implements http.Handler.
@@ -782,6 +787,9 @@ func (e *TokenEndpoint) grant(w http.ResponseWriter, r *http.Request) (*TokenPai
 	jkt, err := e.proof(r)
 	if err != nil {
 		return nil, err
+	}
+	if jkt == "" && e.DPoP != nil && e.RequireDPoP != nil && e.RequireDPoP(id) {
+		return nil, tokenEndpointProofErr(errProofAbsent)
 	}
 	f := r.PostForm
 	switch f.Get("grant_type") {
