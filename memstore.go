@@ -358,15 +358,14 @@ func (s *MemoryStore) Begin(ctx context.Context, f store.Family) error {
 
 // tryBegin is one attempt of Begin: the family and its index entry are
 // added under the index lock, so EndSubject (which holds it throughout)
-// is ordered entirely before or after. It prunes the subject's index of
-// families that have ended, which keeps the index as small as the
-// subject's live families. full reports that the store is at capacity.
+// is ordered entirely before or after. The index forgets ended families
+// as they are swept (unindexEnded), so a login costs the same however many
+// families its subject has. full reports that the store is at capacity.
 func (s *MemoryStore) tryBegin(sid JTI, mf memFamily, now uint32) (full bool, err error) {
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
 	s.unindexEnded()
 	fams := s.subjects[mf.subject]
-	s.prune(fams)
 	sh := s.shard(sid)
 	sh.mu.Lock()
 	s.maybeSweep(sh, now)

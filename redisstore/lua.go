@@ -169,12 +169,16 @@ return {1, tonumber(ARGV[1])}
 // begin: KEYS family, index, marker; ARGV seen q, stamp, gen, refresh jti,
 // idle (ms), absolute end (ms), subject, the bucket's key prefix, sid. The
 // family and its index entry are written together, the family under the
-// marker's generation; the index forgets ended families. A retried begin
+// marker's generation; the index forgets ended families a few at a time. A
+// retried begin
 // finds the family and changes nothing.
 var beginScript = redis.NewScript("#!lua\n" + prelude + `
 if not open(KEYS[3]) then return lost(3) end
 if redis.call('EXISTS', KEYS[1]) == 1 then return head(0) end
-for _, sid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+-- A few members at random, not all: a login costs the same however many
+-- families the subject has, and the index stays within a small factor of
+-- its live families (families expire on their own; their entries go here).
+for _, sid in ipairs(redis.call('SRANDMEMBER', KEYS[2], 8)) do
   if redis.call('EXISTS', ARGV[8] .. ':f:' .. sid) == 0 then redis.call('SREM', KEYS[2], sid) end
 end
 local now = nowms()
