@@ -580,3 +580,18 @@ func TestRevokeAnyAudience(t *testing.T) {
 	_, err = orders.Verify(context.Background(), tok)
 	assert.ErrorIs(t, err, jtiguard.ErrRevoked)
 }
+
+// TestBoundTokenAsBearerCostsNoStoreRead: a DPoP-bound token presented
+// without its proof is refused before the store is asked.
+func TestBoundTokenAsBearerCostsNoStoreRead(t *testing.T) {
+	f := newFixture(t)
+	counter := &checkCounter{MemoryStore: f.store}
+	ver, err := jtiguard.NewVerifier(f.keys, jtiguard.VerifierConfig{Issuer: testIssuer, Audience: testAudience, Store: counter, Now: f.clock.Now, Logger: quiet})
+	require.NoError(t, err)
+	t.Cleanup(ver.Close)
+	tok, _, err := f.issuer.Access(jtiguard.Claims{Subject: "alice", Audience: []string{testAudience}, JKT: strings.Repeat("A", 43)})
+	require.NoError(t, err)
+	_, err = ver.Verify(context.Background(), tok)
+	require.ErrorIs(t, err, jtiguard.ErrDPoPRequired)
+	assert.Zero(t, counter.checks.Load())
+}

@@ -201,13 +201,18 @@ func (v *Verifier) Ping(ctx context.Context) error {
 // touching what other requests see; their slices and Extra map are shared
 // and must be treated as read-only.
 func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
-	c, err := v.access(ctx, token)
+	c, err := v.verified(ctx, token, TypeAccess)
 	if err != nil {
 		return Claims{}, err
 	}
 	if c.JKT != "" {
+		// Refused before the store is asked: a thief replaying a bound
+		// token costs no round trip.
 		v.report(ctx, eventFor(EventDPoPBindingRefused, c))
 		return Claims{}, reject(ErrDPoPRequired)
+	}
+	if err := v.check(ctx, c, token); err != nil {
+		return Claims{}, err
 	}
 	return *c, nil
 }
@@ -218,13 +223,18 @@ func (v *Verifier) access(ctx context.Context, token string) (*Claims, error) {
 	if err != nil {
 		return nil, err
 	}
-	ref := v.ref(c)
-	ref.Token = token // for a store that asks the issuer (IntrospectionStore)
-	st, err := v.cfg.Store.Check(ctx, ref)
-	if err := v.settle(ctx, c, st, err); err != nil {
+	if err := v.check(ctx, c, token); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// check asks the store about the access token whose claims are c.
+func (v *Verifier) check(ctx context.Context, c *Claims, token string) error {
+	ref := v.ref(c)
+	ref.Token = token // for a store that asks the issuer (IntrospectionStore)
+	st, err := v.cfg.Store.Check(ctx, ref)
+	return v.settle(ctx, c, st, err)
 }
 
 // Consume checks a one-time token issued for purpose and marks it used,
