@@ -126,6 +126,49 @@ type Family struct {
 	ExpiresAt time.Time
 	// IdleTimeout ends the family this long after its last rotation.
 	IdleTimeout time.Duration
+
+	// What a store that lists sessions (DeviceStore) keeps to show a user
+	// their signed-in devices; a store that does not list them may ignore
+	// it. None of it is ever a token.
+	Created  time.Time // when the family was begun
+	ClientID string    // the OAuth client it was begun for, if any
+	ACR      string    // its authentication level; a Rotation may change it
+	Device   Device
+	// Limit caps the live families of Subject, this one included: Begin
+	// ends the subject's oldest families (by Created) to stay within it,
+	// in the same atomic step. Zero: no cap.
+	Limit int
+}
+
+// Device is what a family records of the client that began it, as the
+// caller chose to keep it: a label such as the User-Agent's product and an
+// IP prefix, not the whole header or address, and never a token.
+type Device struct {
+	Label string // e.g. "Firefox on Linux"
+	IP    string // e.g. "203.0.113.0/24"
+}
+
+// Session is a live family as DeviceStore.List reports it: the Family as
+// begun, with Generation and ACR as they are now.
+type Session struct {
+	Family
+	Refreshed time.Time // its last rotation; Created if none
+}
+
+// DeviceStore is an optional interface of a SessionStore that lists a
+// subject's live families, for a "signed-in devices" page. Like every
+// method, err is for infrastructure failures only.
+type DeviceStore interface {
+	// List returns up to limit live families of subject, oldest (by
+	// Created) first, starting after cursor ("" for the first page), and
+	// the cursor of the next page ("" when there is none). Families that
+	// ended, expired or were revoked for reuse are not listed. A cursor is
+	// opaque and valid only for the subject it was returned for.
+	List(ctx context.Context, subject, cursor string, limit int) (page []Session, next string, err error)
+	// EndOthers ends every family of subject but keep, atomically (as
+	// EndSubject does), and reports how many live ones it ended. keep is
+	// left as it is, whatever its state.
+	EndOthers(ctx context.Context, subject string, keep JTI) (int, error)
 }
 
 // Rotation is one compare-and-set on a family: a refresh (the presented
@@ -148,6 +191,9 @@ type Rotation struct {
 	// Nonce identifies this call: a call retried after a lost reply finds
 	// its own earlier write and gets the same answer, not reuse detection.
 	Nonce uint64
+	// ACR, with NewGeneration, is the family's new authentication level
+	// (a step-up); empty leaves it as it was.
+	ACR string
 	// Grace lets the refresh token replaced by the last rotation be
 	// presented again for that long after it, getting the same successor
 	// back (Repeat) instead of reuse detection. Zero: no grace.
