@@ -24,7 +24,21 @@ const (
 	DefaultRefreshGrace = 10 * time.Second
 	// MaxRefreshGrace caps the refresh grace window.
 	MaxRefreshGrace = 60 * time.Second
+	// DefaultMaxSessions is the cap of live sessions per subject unless
+	// configured (SessionConfig.MaxSessions).
+	DefaultMaxSessions = 50
+	// MaxDeviceField caps each field of a Login's Device, in bytes.
+	MaxDeviceField = 256
 )
+
+// Device is what a session records of the client that began it, to show a
+// user their signed-in devices: a label such as the User-Agent's product
+// ("Firefox on Linux") and an IP prefix ("203.0.113.0/24"), as the caller
+// chooses to keep them. It is never a token, and the library never fills
+// it in: what is kept of a user's browser and address is the caller's
+// decision (store as little as the page needs). Each field is at most
+// MaxDeviceField bytes.
+type Device = store.Device
 
 // SessionConfig configures Sessions. The zero value is usable.
 type SessionConfig struct {
@@ -48,6 +62,16 @@ type SessionConfig struct {
 	// lost) and that retries must not lose its session. Negative turns it
 	// off; at most 60 seconds.
 	RefreshGrace time.Duration
+	// MaxSessions caps the live sessions (families) of one subject: a
+	// Login that would exceed it ends the subject's oldest sessions (by
+	// login time) in the same atomic step as it begins the new one, so a
+	// user signed in on more devices than this loses the least recently
+	// begun first, and a script logging in in a loop cannot grow one
+	// subject's state without bound. Default DefaultMaxSessions (50);
+	// negative means no cap. The cap is the store's to enforce (the
+	// memory and Redis stores do); a store that ignores Family.Limit
+	// keeps every session.
+	MaxSessions int
 }
 
 // Sessions runs session families: login, refresh-token rotation with reuse
@@ -111,6 +135,12 @@ func NewSessions(iss *Issuer, ver *Verifier, cfg SessionConfig) (*Sessions, erro
 		cfg.RefreshGrace = 0
 	}
 	switch {
+	case cfg.MaxSessions == 0:
+		cfg.MaxSessions = DefaultMaxSessions
+	case cfg.MaxSessions < 0:
+		cfg.MaxSessions = 0 // the store's "no cap"
+	}
+	switch {
 	case cfg.Lifetime < time.Minute || cfg.Lifetime > MaxSessionLifetime:
 		return nil, fmt.Errorf("%w: Lifetime must be between 1m and %v", ErrConfig, MaxSessionLifetime)
 	case cfg.IdleTimeout < iss.cfg.AccessTTL || cfg.IdleTimeout > cfg.Lifetime:
@@ -163,6 +193,13 @@ type Login struct {
 	// TokenEndpoint sets it for clients that authenticated without a
 	// secret. It needs JKT.
 	BindRefresh bool
+	// Device is optional: what the caller chooses to keep of the client
+	// that logged in, for a signed-in devices page (Sessions.List): a
+	// label such as the User-Agent's product and an IP prefix, never a
+	// token nor anything secret. It is kept with the session in the store,
+	// not in any token. A Label or IP longer than MaxDeviceField (256)
+	// bytes is refused with ErrConfig.
+	Device Device
 }
 
 // Login starts a new session family for l.Subject, with a fresh random sid
@@ -182,6 +219,9 @@ func (s *Sessions) Login(ctx context.Context, l Login) (*TokenPair, error) {
 	}
 	if l.BindRefresh && l.JKT == "" {
 		return nil, fmt.Errorf("%w: BindRefresh needs a JKT", ErrConfig)
+	}
+	if len(l.Device.Label) > MaxDeviceField || len(l.Device.IP) > MaxDeviceField {
+		return nil, fmt.Errorf("%w: Device.Label and Device.IP must be at most %d bytes", ErrConfig, MaxDeviceField)
 	}
 	facts := Claims{Subject: l.Subject, ClientID: l.ClientID, Scope: l.Scope, ACR: l.ACR, AMR: l.AMR, Extra: extra, JKT: l.JKT}
 	refreshJKT := ""
@@ -209,7 +249,11 @@ func (s *Sessions) Login(ctx context.Context, l Login) (*TokenPair, error) {
 	if l.AuthTime.IsZero() {
 		facts.AuthTime = now
 	}
-	f := store.Family{ID: sid, Subject: l.Subject, Generation: 1, Refresh: rt, ExpiresAt: now.Add(s.cfg.Lifetime), IdleTimeout: s.cfg.IdleTimeout}
+	f := store.Family{
+		ID: sid, Subject: l.Subject, Generation: 1, Refresh: rt,
+		ExpiresAt: now.Add(s.cfg.Lifetime), IdleTimeout: s.cfg.IdleTimeout,
+		Created: now, ClientID: l.ClientID, ACR: l.ACR, Device: l.Device, Limit: s.cfg.MaxSessions,
+	}
 	if err := s.store.Begin(ctx, f); err != nil {
 		return nil, s.unavailable(ctx, err, &Claims{Subject: l.Subject, Session: sid.String(), ClientID: l.ClientID})
 	}
@@ -355,7 +399,7 @@ func (s *Sessions) Renew(ctx context.Context, accessToken string, ch Change) (*T
 	if err := s.fits(&facts, c.Generation+1, c.JKT); err != nil {
 		return nil, err
 	}
-	r, err := s.rotate(ctx, &c, store.Rotation{NewGeneration: true, Presented: c.ID})
+	r, err := s.rotate(ctx, &c, store.Rotation{NewGeneration: true, Presented: c.ID, ACR: ch.ACR})
 	if err != nil {
 		return nil, err
 	}

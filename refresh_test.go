@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jtiguard/jtiguard"
+	"github.com/jtiguard/jtiguard/store"
 )
 
 // sessionFixture is a fixture with Sessions on its store, and the security
@@ -542,4 +544,71 @@ func TestOneClock(t *testing.T) {
 
 	_, err = jtiguard.NewSessions(f.issuer, f.ver, jtiguard.SessionConfig{})
 	require.NoError(t, err, "one clock everywhere")
+}
+
+// recordingStore records the families begun and rotations run on a
+// MemoryStore.
+type recordingStore struct {
+	*jtiguard.MemoryStore
+	mu        sync.Mutex
+	families  []store.Family
+	rotations []store.Rotation
+}
+
+func (r *recordingStore) Begin(ctx context.Context, f store.Family) error {
+	r.mu.Lock()
+	r.families = append(r.families, f)
+	r.mu.Unlock()
+	return r.MemoryStore.Begin(ctx, f)
+}
+
+func (r *recordingStore) Rotate(ctx context.Context, rot store.Rotation) (store.Rotated, error) {
+	r.mu.Lock()
+	r.rotations = append(r.rotations, rot)
+	r.mu.Unlock()
+	return r.MemoryStore.Rotate(ctx, rot)
+}
+
+func TestLoginRecordsDevice(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		max   int
+		limit int
+	}{{"default", 0, jtiguard.DefaultMaxSessions}, {"set", 3, 3}, {"no cap", -1, 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var rec *recordingStore
+			sf := newSessions(t, jtiguard.SessionConfig{MaxSessions: tc.max}, func(c *jtiguard.VerifierConfig) {
+				rec = &recordingStore{MemoryStore: c.Store.(*jtiguard.MemoryStore)}
+				c.Store = rec
+			})
+			ctx := context.Background()
+			dev := jtiguard.Device{Label: "Firefox on Linux", IP: "203.0.113.0/24"}
+			p, err := sf.sess.Login(ctx, jtiguard.Login{Subject: "alice", ClientID: "demo-client", ACR: "pwd", Device: dev})
+			require.NoError(t, err)
+			require.Len(t, rec.families, 1)
+			f := rec.families[0]
+			assert.Equal(t, p.Access.Session, f.ID.String())
+			assert.Equal(t, t0, f.Created)
+			assert.Equal(t, "demo-client", f.ClientID)
+			assert.Equal(t, "pwd", f.ACR)
+			assert.Equal(t, dev, f.Device)
+			assert.Equal(t, tc.limit, f.Limit)
+
+			_, err = sf.sess.Renew(ctx, p.AccessToken, jtiguard.Change{ACR: "mfa"})
+			require.NoError(t, err)
+			require.Len(t, rec.rotations, 1)
+			assert.Equal(t, "mfa", rec.rotations[0].ACR)
+		})
+	}
+}
+
+func TestLoginRefusesLongDevice(t *testing.T) {
+	sf := newSessions(t, jtiguard.SessionConfig{})
+	long := strings.Repeat("x", jtiguard.MaxDeviceField+1)
+	for _, d := range []jtiguard.Device{{Label: long}, {IP: long}} {
+		_, err := sf.sess.Login(context.Background(), jtiguard.Login{Subject: "alice", Device: d})
+		require.ErrorIs(t, err, jtiguard.ErrConfig)
+	}
+	_, err := sf.sess.Login(context.Background(), jtiguard.Login{Subject: "alice", Device: jtiguard.Device{Label: long[1:], IP: long[1:]}})
+	require.NoError(t, err)
 }
