@@ -1,73 +1,57 @@
 package jtiguard
 
 import (
+	"hash/maphash"
+	"math/bits"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
-
-	"github.com/dgraph-io/ristretto/v2"
 )
 
 // tokenCache maps a token's exact text to the claims it verified to, so a
 // token presented again skips decoding and signature verification, the
-// costliest steps. ristretto may drop or evict any entry; that costs only
-// a re-verification. It answers nothing about revocation: the Verifier
-// checks time and the Store on every presentation, hit or miss.
+// costliest steps. It answers nothing about revocation: the Verifier checks
+// time and the Store on every presentation, hit or miss.
+//
+// It is a fixed table of four-way sets of atomic pointers to immutable
+// entries: a hit is an atomic load, a comparison of the whole token and of
+// the key ring, and writes no memory, so verifications on every core share
+// nothing they write (a lock's reader count, a policy's counters would be
+// such a line). A put replaces an empty slot or one of the set at random;
+// a dropped entry costs one re-verification, nothing else.
 type tokenCache struct {
-	// ristretto's Clear must not run beside Get or Set. Readers take one
-	// of several read locks at random, the flush takes them all: one
-	// shared lock would make every verification on every core write the
-	// same cache line.
-	mu          [cacheLocks]paddedRWMutex
-	rc          *ristretto.Cache[string, *cachedToken]
-	keys        *KeySet
-	seenRetired atomic.Uint64
-}
-
-const cacheLocks = 16
-
-type paddedRWMutex struct {
-	sync.RWMutex
-	_ [40]byte
-}
-
-func (c *tokenCache) rlock() *sync.RWMutex {
-	m := &c.mu[rand.Uint32()%cacheLocks].RWMutex
-	m.RLock()
-	return m
-}
-
-func (c *tokenCache) lockAll() {
-	for i := range c.mu {
-		c.mu[i].Lock()
-	}
-}
-
-func (c *tokenCache) unlockAll() {
-	for i := range c.mu {
-		c.mu[i].Unlock()
-	}
+	slots []atomic.Pointer[cachedToken]
+	mask  uint64 // len(slots)-1 with the low bits clear: the first slot of a set
+	seed  maphash.Seed
+	keys  *KeySet
 }
 
 type cachedToken struct {
-	token  string // the whole token, compared on a hit: the cache hashes keys
+	hash   uint64 // of the token's tail, compared before the token
+	token  string // the whole token, compared on a hit
 	claims *Claims
-	key    *Key // the key that verified it
+	key    *Key     // the key that verified it
+	ring   *keyring // the key set's state when it was checked to hold key
 }
 
 func newTokenCache(size int, keys *KeySet) (*tokenCache, error) {
-	rc, err := ristretto.NewCache(&ristretto.Config[string, *cachedToken]{
-		NumCounters:        int64(size) * 10,
-		MaxCost:            int64(size),
-		BufferItems:        64,
-		IgnoreInternalCost: true, // cost is one per token
-	})
-	if err != nil {
-		return nil, err
-	}
-	c := &tokenCache{rc: rc, keys: keys}
-	c.seenRetired.Store(keys.retired.Load())
-	return c, nil
+	// Twice the entries wanted, in sets of four, keeps the sets that
+	// overflow (and make their tokens take turns) rare at full size.
+	n := max(ways, 1<<bits.Len(uint(2*size-1)))
+	return &tokenCache{
+		slots: make([]atomic.Pointer[cachedToken], n),
+		mask:  uint64(n-1) &^ (ways - 1),
+		seed:  maphash.MakeSeed(),
+		keys:  keys,
+	}, nil
+}
+
+const ways = 4
+
+// hash hashes token's tail. It is the signature, which differs between any
+// two tokens, and hashing all of a token of hundreds of bytes would cost
+// as much as the rest of a hit. The whole token is compared on a hit.
+func (c *tokenCache) hash(token string) uint64 {
+	return maphash.String(c.seed, token[max(0, len(token)-32):])
 }
 
 // get returns the cached claims of token if it was verified as class want
@@ -76,45 +60,63 @@ func (c *tokenCache) get(token string, want TokenType) *Claims {
 	if c == nil {
 		return nil
 	}
-	c.flushOnRetire()
-	m := c.rlock()
-	e, ok := c.rc.Get(token)
-	m.RUnlock()
-	if !ok || e.token != token || e.claims.Type != want {
+	h := c.hash(token)
+	i := h & c.mask
+	for j := range uint64(ways) {
+		e := c.slots[i+j].Load()
+		if e == nil || e.hash != h || e.token != token || e.claims.Type != want {
+			continue
+		}
+		if c.valid(e, i+j) {
+			return e.claims
+		}
 		return nil
 	}
-	// A key retired after the entry was cached must not keep its tokens
-	// alive, even in the moment before the flush.
-	if k, ok := c.keys.Key(e.claims.KeyID); !ok || k != e.key {
-		return nil
-	}
-	return e.claims
+	return nil
 }
 
+// valid reports whether e's key is still the set's key for its kid: a key
+// retired (or replaced under its kid) after the entry was cached must not
+// keep its tokens alive. While the set has not changed since the check,
+// that is one pointer comparison.
+func (c *tokenCache) valid(e *cachedToken, slot uint64) bool {
+	ring := c.keys.ring.Load()
+	if ring == e.ring {
+		return true
+	}
+	if ring.byKID[e.claims.KeyID] != e.key {
+		c.slots[slot].CompareAndSwap(e, nil)
+		return false
+	}
+	// The set changed in another way (a key added, the signer rotated):
+	// record the new state, so later hits take the short path again.
+	c.slots[slot].CompareAndSwap(e, &cachedToken{hash: e.hash, token: e.token, claims: e.claims, key: e.key, ring: ring})
+	return true
+}
+
+// put caches the claims of token, verified with key.
 func (c *tokenCache) put(token string, claims *Claims, key *Key) {
 	if c == nil {
 		return
 	}
-	m := c.rlock()
-	// No TTL: every hit checks exp itself, and a TTL would cost ristretto a
-	// clock read per Get. Expired entries are no longer read, so the
-	// frequency-based policy evicts them first.
-	c.rc.Set(token, &cachedToken{token: token, claims: claims, key: key}, 1)
-	m.RUnlock()
-}
-
-// flushOnRetire empties the cache once after each key retirement.
-func (c *tokenCache) flushOnRetire() {
-	r := c.keys.retired.Load()
-	if seen := c.seenRetired.Load(); r != seen && c.seenRetired.CompareAndSwap(seen, r) {
-		c.lockAll()
-		c.rc.Clear()
-		c.unlockAll()
+	ring := c.keys.ring.Load()
+	if ring.byKID[claims.KeyID] != key {
+		return // retired while the token was being verified
 	}
+	h := c.hash(token)
+	e := &cachedToken{hash: h, token: token, claims: claims, key: key, ring: ring}
+	i := h & c.mask
+	for j := range uint64(ways) {
+		if c.slots[i+j].CompareAndSwap(nil, e) {
+			return
+		}
+	}
+	c.slots[i+rand.Uint64N(ways)].Store(e)
 }
 
+// close releases the cached entries.
 func (c *tokenCache) close() {
-	c.lockAll()
-	c.rc.Close()
-	c.unlockAll()
+	for i := range c.slots {
+		c.slots[i].Store(nil)
+	}
 }
