@@ -11,10 +11,24 @@ import "github.com/redis/go-redis/v9"
 //
 // All the state of one subject lives under one hash tag, its bucket: the
 // jti entries of its tokens (":j:<jti>"), its families (":f:<sid>"), its
-// family index (":s:<subject>") and the bucket's marker (":e"), so every
-// script touches one slot, on Cluster too. (begin and endSubject reach
-// families through the index, so not every key they touch is in KEYS; all
-// share the bucket's hash tag, hence the slot.)
+// family index (":s:<hex subject>") and the bucket's marker (":e"), so every
+// script touches one slot, on Cluster too. (begin, list, endSubject and
+// endOthers reach families through the index, so not every key they touch
+// is in KEYS; all share the bucket's hash tag, hence the slot.)
+//
+// A family is a hash: gen, cur (the refresh jti in force), prev, nonce (of
+// the last rotation), at (its last rotation, or its begin: server ms), rot
+// ('1' once rotated), mg (the marker generation it lives under), idle (ms),
+// exp (absolute end, ms), reused, s (subject), and what a devices page
+// shows: c (created, the caller's ms), cl (client), acr, dl and di (device
+// label and IP prefix). Its key expires at its idle or absolute end,
+// whichever is first, so a missing family is an ended one.
+//
+// The index is a sorted set of the subject's sids scored by c, so that
+// families list oldest first and a page resumes after (score, sid). It may
+// hold sids of families that have since ended or expired: every script
+// that reads it forgets those it meets, and a family revoked for reuse
+// stays in it (not live, never listed) until logout-all or its expiry.
 //
 // The marker is a hash written when the bucket is first used and rewritten
 // when a loss or rollback is found:
@@ -72,6 +86,30 @@ local function head(first)
   return {first, mk.qr, mk.g, mk.hs, mk.q, ha}
 end
 local function lost(first) return {first, -1, -1, '', -1, ''} end
+-- index makes key, a subject's index, a sorted set: an index kept as a
+-- set (before families were listed) becomes one, each sid scored by its
+-- family's creation (or last rotation). p is the bucket's key prefix.
+local function index(key, p)
+  if redis.call('TYPE', key).ok ~= 'set' then return end
+  local ttl = redis.call('PTTL', key)
+  local sids = redis.call('SMEMBERS', key)
+  redis.call('DEL', key)
+  for _, sid in ipairs(sids) do
+    local f = redis.call('HMGET', p .. ':f:' .. sid, 'c', 'at')
+    if f[1] or f[2] then redis.call('ZADD', key, f[1] or f[2], sid) end
+  end
+  if ttl > 0 and redis.call('EXISTS', key) == 1 then redis.call('PEXPIRE', key, ttl) end
+end
+-- famstate is what the index entry sid of subject stands for: 'live',
+-- 'reused' (revoked for reuse: not live, but kept for logout-all to end),
+-- or false (gone: ended, expired, another subject's, or of a marker
+-- generation before this one): the index forgets it.
+local function famstate(p, sid, subject)
+  local f = redis.call('HMGET', p .. ':f:' .. sid, 's', 'mg', 'reused')
+  if f[1] ~= subject or tonumber(f[2]) ~= mk.g then return false end
+  if f[3] == '1' then return 'reused' end
+  return 'live'
+end
 -- state reports what a token's own entry, its family (fkey false for a
 -- token of no session) and the marker make of it.
 local function state(jkey, fkey, gen, iat)
@@ -167,26 +205,47 @@ return {1, tonumber(ARGV[1])}
 `)
 
 // begin: KEYS family, index, marker; ARGV seen q, stamp, gen, refresh jti,
-// idle (ms), absolute end (ms), subject, the bucket's key prefix, sid. The
-// family and its index entry are written together, the family under the
-// marker's generation; the index forgets ended families a few at a time. A
-// retried begin
-// finds the family and changes nothing.
+// idle (ms), absolute end (ms), subject, the bucket's key prefix, sid,
+// created (ms; 0: now), limit (0: none), client, acr, device label, device
+// IP. The family and its index entry are written together, the family
+// under the marker's generation. A retried begin finds the family and
+// changes nothing.
+//
+// The index forgets a few gone families at random each time (a login
+// costs the same however many families the subject has: families expire
+// on their own and their entries go here). With a limit, once the index
+// holds limit sids it is read whole (O(limit): the scan leaves only live
+// ones), gone ones are forgotten and the oldest live ones ended so that,
+// with this one, at most limit are live.
 var beginScript = redis.NewScript("#!lua\n" + prelude + `
 if not open(KEYS[3]) then return lost(3) end
 if redis.call('EXISTS', KEYS[1]) == 1 then return head(0) end
--- A few members at random, not all: a login costs the same however many
--- families the subject has, and the index stays within a small factor of
--- its live families (families expire on their own; their entries go here).
-for _, sid in ipairs(redis.call('SRANDMEMBER', KEYS[2], 8)) do
-  if redis.call('EXISTS', ARGV[8] .. ':f:' .. sid) == 0 then redis.call('SREM', KEYS[2], sid) end
+local p, subject, limit = ARGV[8], ARGV[7], tonumber(ARGV[11])
+index(KEYS[2], p)
+for _, sid in ipairs(redis.call('ZRANDMEMBER', KEYS[2], 8)) do
+  if not famstate(p, sid, subject) then redis.call('ZREM', KEYS[2], sid) end
+end
+if limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then
+  local live = {}
+  for _, sid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    local st = famstate(p, sid, subject)
+    if st == 'live' then live[#live + 1] = sid
+    elseif not st then redis.call('ZREM', KEYS[2], sid) end
+  end
+  for i = 1, #live - limit + 1 do
+    redis.call('DEL', p .. ':f:' .. live[i])
+    redis.call('ZREM', KEYS[2], live[i])
+  end
 end
 local now = nowms()
-redis.call('SADD', KEYS[2], ARGV[9])
+local created = tonumber(ARGV[10])
+if created <= 0 then created = now end
+redis.call('ZADD', KEYS[2], fmt(created), ARGV[9])
 local ttl = redis.call('PTTL', KEYS[2])
 if ttl < 0 or now + ttl < tonumber(ARGV[6]) then redis.call('PEXPIREAT', KEYS[2], ARGV[6]) end
 redis.call('HSET', KEYS[1], 'gen', ARGV[3], 'cur', ARGV[4], 'prev', '', 'nonce', '0', 'at', fmt(now),
-  'mg', fmt(mk.g), 'idle', ARGV[5], 'exp', ARGV[6], 'reused', '0', 's', ARGV[7])
+  'mg', fmt(mk.g), 'idle', ARGV[5], 'exp', ARGV[6], 'reused', '0', 's', subject,
+  'c', fmt(created), 'cl', ARGV[12], 'acr', ARGV[13], 'dl', ARGV[14], 'di', ARGV[15])
 redis.call('PEXPIREAT', KEYS[1], fmt(math.min(tonumber(ARGV[6]), now + tonumber(ARGV[5]))))
 bump()
 return head(0)
@@ -194,7 +253,8 @@ return head(0)
 
 // rotate: KEYS family, presented jti, marker; ARGV seen q, stamp,
 // generation, presented jti, next jti, new generation ('1' or '0'), nonce,
-// grace (ms), subject. Replies the head, then {jti in force, generation,
+// grace (ms), subject, the new acr (with a new generation; empty keeps
+// it). Replies the head, then {jti in force, generation,
 // at (ms), absolute end (ms), repeat (0 or 1)}. The family key expires at
 // its idle or absolute end, whichever is first, so a missing family is an
 // ended one. allow-oom: it only overwrites fields of an existing family,
@@ -214,7 +274,8 @@ if f[8] == '1' then return reply(head(5), f[2], gen, at, exp, 0) end
 local g = tonumber(ARGV[3])
 local now = nowms()
 local function put(cur, prev, newgen)
-  redis.call('HSET', KEYS[1], 'gen', fmt(newgen), 'cur', cur, 'prev', prev, 'nonce', ARGV[7], 'at', fmt(now))
+  redis.call('HSET', KEYS[1], 'gen', fmt(newgen), 'cur', cur, 'prev', prev, 'nonce', ARGV[7], 'at', fmt(now), 'rot', '1')
+  if newgen ~= gen and ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'acr', ARGV[10]) end
   redis.call('PEXPIREAT', KEYS[1], fmt(math.min(exp, now + idle)))
   bump()
   return reply(head(0), cur, newgen, now, exp, 0)
@@ -240,7 +301,8 @@ var endScript = redis.NewScript("#!lua flags=allow-oom\n" + prelude + `
 local ok = open(KEYS[3])
 if redis.call('HGET', KEYS[1], 's') == ARGV[4] then
   redis.call('DEL', KEYS[1])
-  redis.call('SREM', KEYS[2], ARGV[3])
+  index(KEYS[2], string.sub(KEYS[3], 1, -3))
+  redis.call('ZREM', KEYS[2], ARGV[3])
   if ok then bump() end
 end
 if not ok then return lost(0) end
@@ -252,8 +314,9 @@ return head(0)
 // atomically. The head's first value is the number of live families ended
 // (not those already revoked for reuse).
 var endSubjectScript = redis.NewScript("#!lua flags=allow-oom\n" + prelude + `
+index(KEYS[1], ARGV[4])
 local n = 0
-for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local fk = ARGV[4] .. ':f:' .. sid
   local f = redis.call('HMGET', fk, 's', 'reused')
   if f[1] == ARGV[3] then
@@ -267,5 +330,80 @@ bump()
 return head(n)
 `)
 
+// endOthers: KEYS index, marker; ARGV seen q, stamp, subject, the sid to
+// keep. endSubject but for one family, left as it is (and in the index if
+// it was there). The head's first value is the number of live families
+// ended (not those revoked for reuse, nor those of a lost generation).
+var endOthersScript = redis.NewScript("#!lua flags=allow-oom\n" + prelude + `
+local ok = open(KEYS[2])
+local p = string.sub(KEYS[2], 1, -3)
+index(KEYS[1], p)
+local n = 0
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if sid ~= ARGV[4] then
+    local fk = p .. ':f:' .. sid
+    local f = redis.call('HMGET', fk, 's', 'reused', 'mg')
+    if f[1] == ARGV[3] then
+      redis.call('DEL', fk)
+      if f[2] ~= '1' and (not ok or tonumber(f[3]) == mk.g) then n = n + 1 end
+    end
+    redis.call('ZREM', KEYS[1], sid)
+  end
+end
+if not ok then return lost(n) end
+bump()
+return head(n)
+`)
+
+// list: KEYS index, marker; ARGV seen q, no stamp, subject, the cursor's
+// score and sid (both empty for the first page), limit, scan (the most
+// index entries one call reads). Replies the head, then the next page's
+// cursor (score, sid; both empty when there is none), then 11 values per
+// live family, oldest first: sid, c, at, rot, exp, idle, gen, cl, acr, dl,
+// di. Families revoked for reuse are skipped; gone ones are skipped and
+// forgotten (no bump: forgetting a dead entry acknowledges nothing). A
+// page resumes after its cursor's place in the order (score, then sid),
+// whether or not that family is still there. A missing marker lists
+// nothing: no family of the bucket is live.
+var listScript = redis.NewScript("#!lua flags=allow-oom\n" + prelude + `
+if not open(KEYS[2]) then return lost(0) end
+local p, subject = string.sub(KEYS[2], 1, -3), ARGV[3]
+local limit, scan = tonumber(ARGV[6]), tonumber(ARGV[7])
+index(KEYS[1], p)
+local start = 0
+if ARGV[4] ~= '' then
+  local sc = redis.call('ZSCORE', KEYS[1], ARGV[5])
+  if sc and tonumber(sc) == tonumber(ARGV[4]) then
+    start = redis.call('ZRANK', KEYS[1], ARGV[5]) + 1
+  else
+    start = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. ARGV[4])
+    for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], ARGV[4], ARGV[4], 'BYSCORE')) do
+      if sid < ARGV[5] then start = start + 1 end
+    end
+  end
+end
+local ms = redis.call('ZRANGE', KEYS[1], start, start + scan, 'WITHSCORES')
+local h = head(0)
+h[7], h[8] = '', ''
+local n = 0
+for k = 1, #ms / 2 do
+  if k > scan or n == limit then
+    h[7], h[8] = ms[2 * k - 2], ms[2 * k - 3]
+    break
+  end
+  local sid = ms[2 * k - 1]
+  local f = redis.call('HMGET', p .. ':f:' .. sid, 's', 'mg', 'reused', 'c', 'at', 'rot', 'exp', 'idle', 'gen', 'cl', 'acr', 'dl', 'di')
+  if f[1] ~= subject or tonumber(f[2]) ~= mk.g then
+    redis.call('ZREM', KEYS[1], sid)
+  elseif f[3] ~= '1' then
+    n = n + 1
+    for _, v in ipairs({sid, f[4] or f[5], f[5], f[6] or '', f[7], f[8], f[9], f[10] or '', f[11] or '', f[12] or '', f[13] or ''}) do
+      h[#h + 1] = v
+    end
+  end
+end
+return h
+`)
+
 // scripts are loaded on every primary when the store is created.
-var scripts = []*redis.Script{checkScript, consumeScript, checkConsumeScript, revokeScript, markScript, beginScript, rotateScript, endScript, endSubjectScript}
+var scripts = []*redis.Script{checkScript, consumeScript, checkConsumeScript, revokeScript, markScript, beginScript, rotateScript, endScript, endSubjectScript, endOthersScript, listScript}

@@ -7,8 +7,9 @@
 // hash tag, so every operation touches one slot: one round trip per
 // verification, per consume, per refresh and per DPoP-bound request (the
 // token's state and the proof's jti together, the proof's entry kept in
-// the token's bucket), on Redis Cluster too, and
-// logout-all is one atomic script that no concurrent login escapes. Keys
+// the token's bucket), on Redis Cluster too, and per page of a subject's
+// sessions (List); logout-all, and ending all sessions but one, are each
+// one atomic script that no concurrent login escapes. Keys
 // expire with the tokens and families they describe; no sweeper runs.
 //
 // It fails closed: when Redis cannot answer, every call returns an error
@@ -129,8 +130,8 @@ var (
 	ErrNotReplicated = errors.New("redisstore: write not confirmed by replicas")
 )
 
-// Store is a store.Store and store.SessionStore on Redis. It is safe
-// for concurrent use.
+// Store is a store.Store, store.SessionStore, store.ProofStore and
+// store.DeviceStore on Redis. It is safe for concurrent use.
 type Store struct {
 	c        redis.UniversalClient
 	batch    *batcher
@@ -162,6 +163,7 @@ var (
 	_ store.Store        = (*Store)(nil)
 	_ store.SessionStore = (*Store)(nil)
 	_ store.ProofStore   = (*Store)(nil)
+	_ store.DeviceStore  = (*Store)(nil)
 	_ jtiguard.Pinger    = (*Store)(nil)
 )
 
@@ -606,7 +608,10 @@ func (s *Store) Revoke(ctx context.Context, t store.TokenRef) error {
 }
 
 // Begin implements store.SessionStore: one round trip, which records
-// the family and its subject index entry together.
+// the family and its subject index entry together and, with f.Limit, ends
+// the subject's oldest live families beyond it in the same script. It
+// costs O(1) in the subject's families without a limit, and O(f.Limit)
+// when the subject is at it.
 func (s *Store) Begin(ctx context.Context, f store.Family) error {
 	if err := s.fit(); err != nil {
 		return err
@@ -616,7 +621,7 @@ func (s *Store) Begin(ctx context.Context, f store.Family) error {
 	for try := 0; ; try++ {
 		_, first, lost, err := s.do(ctx, b, beginScript, []string{tag + ":f:" + f.ID.String(), s.indexKey(tag, f.Subject), tag + ":e"},
 			strconv.FormatUint(f.Generation, 10), f.Refresh.String(), f.IdleTimeout.Milliseconds(), f.ExpiresAt.UnixMilli(),
-			f.Subject, tag, f.ID.String())
+			f.Subject, tag, f.ID.String(), created(f), max(f.Limit, 0), f.ClientID, f.ACR, f.Device.Label, f.Device.IP)
 		st, err := status(first, lost, err)
 		switch {
 		case err != nil:
@@ -653,7 +658,7 @@ func (s *Store) Rotate(ctx context.Context, r store.Rotation) (store.Rotated, er
 	tag := s.tag(b)
 	vals, first, lost, err := s.do(ctx, b, rotateScript, []string{tag + ":f:" + r.Session.String(), tag + ":j:" + presented, tag + ":e"},
 		strconv.FormatUint(r.Generation, 10), presented, r.Next.String(), newGen,
-		strconv.FormatUint(r.Nonce, 10), r.Grace.Milliseconds(), r.Subject)
+		strconv.FormatUint(r.Nonce, 10), r.Grace.Milliseconds(), r.Subject, r.ACR)
 	st, err := status(first, lost, err)
 	if err != nil || st != store.Live {
 		return store.Rotated{Status: st}, wrap("rotate", err)

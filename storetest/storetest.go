@@ -14,13 +14,21 @@
 // login; a revoked token mints nothing; a full store refuses new state
 // instead of forgetting, yet still records revocations; and, for a store
 // that is a store.ProofStore, a proof is consumed with its token's check,
-// exactly once, and only while the token is live.
+// exactly once, and only while the token is live; for a store that is a
+// store.DeviceStore, a subject's live families are listed with what they
+// were begun with, oldest first, in pages that neither repeat nor skip,
+// ended, expired and reused ones are not, EndOthers keeps exactly one,
+// Family.Limit ends the oldest, and 1,000 concurrent logins and logouts
+// leave the listing and the families in agreement.
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -85,6 +93,15 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"BeginRacingEndSubject", testBeginEndSubjectRace},
 		{"CheckAndConsume", testCheckAndConsume},
 		{"ConcurrentCheckAndConsume", testConcurrentCheckAndConsume},
+		{"ListMetadata", testListMetadata},
+		{"ListOrderAndPages", testListPages},
+		{"ListOnlyLive", testListOnlyLive},
+		{"EndByOwnerOnly", testEndByOwner},
+		{"EndOthers", testEndOthers},
+		{"Limit", testLimit},
+		{"LimitConcurrent", testLimitConcurrent},
+		{"RotationACR", testRotationACR},
+		{"DevicesConcurrent", testDevicesConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -622,4 +639,498 @@ func testConcurrentCheckAndConsume(t *testing.T, h Harness) {
 	if counts[[2]store.Status{store.Live, store.Live}] != 1 || counts[[2]store.Status{store.Live, store.Used}] != h.Concurrency-1 {
 		t.Fatalf("%d concurrent CheckAndConsume calls: %v, want exactly one proof Live", h.Concurrency, counts)
 	}
+}
+
+// deviceStore returns h's store as a store.DeviceStore, or skips the test.
+func deviceStore(t *testing.T, h Harness) store.DeviceStore {
+	t.Helper()
+	ds, ok := h.Store.(store.DeviceStore)
+	if !ok {
+		t.Skip("the store is not a store.DeviceStore")
+	}
+	return ds
+}
+
+// beginFamily begins f, failing the test on an error.
+func beginFamily(t *testing.T, h Harness, f store.Family) store.Family {
+	t.Helper()
+	if err := h.Store.Begin(ctx, f); err != nil {
+		t.Fatalf("Begin: %v", err)
+	}
+	return f
+}
+
+// device returns a family of subject to begin, created at created (to the
+// millisecond, as stores keep it), living an hour.
+func device(t *testing.T, h Harness, subject string, created time.Time) store.Family {
+	now := h.Now().Truncate(time.Second)
+	return store.Family{
+		ID: newID(t), Subject: subject, Generation: 1, Refresh: newID(t),
+		ExpiresAt: now.Add(time.Hour), IdleTimeout: 10 * time.Minute,
+		Created: created.Truncate(time.Millisecond),
+	}
+}
+
+// listAll reads every page of subject's sessions, limit at a time, and
+// fails on a sid listed twice or a page larger than limit.
+func listAll(t *testing.T, ds store.DeviceStore, subject string, limit int) []store.Session {
+	t.Helper()
+	var all []store.Session
+	seen := map[jtiguard.JTI]bool{}
+	cursor := ""
+	for pages := 0; ; pages++ {
+		if pages > 10_000 {
+			t.Fatalf("List of %s: no last page after %d pages", subject, pages)
+		}
+		page, next, err := ds.List(ctx, subject, cursor, limit)
+		if err != nil {
+			t.Fatalf("List: %v", err)
+		}
+		if len(page) > limit {
+			t.Fatalf("List with limit %d returned %d sessions", limit, len(page))
+		}
+		for _, s := range page {
+			if seen[s.ID] {
+				t.Fatalf("List of %s: %v listed twice", subject, s.ID)
+			}
+			seen[s.ID] = true
+			if s.Subject != subject {
+				t.Fatalf("List of %s: a session of %q", subject, s.Subject)
+			}
+		}
+		all = append(all, page...)
+		if next == "" {
+			return all
+		}
+		if next == cursor {
+			t.Fatalf("List of %s: the cursor %q did not move", subject, next)
+		}
+		cursor = next
+	}
+}
+
+// ids returns the sids of sessions, in order.
+func ids(ss []store.Session) []jtiguard.JTI {
+	out := make([]jtiguard.JTI, len(ss))
+	for i, s := range ss {
+		out[i] = s.ID
+	}
+	return out
+}
+
+func sids(fs ...store.Family) []jtiguard.JTI {
+	out := make([]jtiguard.JTI, len(fs))
+	for i, f := range fs {
+		out[i] = f.ID
+	}
+	return out
+}
+
+func sameIDs(t *testing.T, what string, got, want []jtiguard.JTI) {
+	t.Helper()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("%s: %v, want %v", what, got, want)
+	}
+}
+
+// testListMetadata: a family is listed with what it was begun with.
+func testListMetadata(t *testing.T, h Harness) {
+	ds := deviceStore(t, h)
+	subject := "meta-" + newID(t).String()
+	created := h.Now().Add(-time.Minute)
+	f := device(t, h, subject, created)
+	f.ClientID, f.ACR = "web", "pwd"
+	f.Device = store.Device{Label: "Firefox on Linux", IP: "203.0.113.0/24"}
+	beginFamily(t, h, f)
+	page, next, err := ds.List(ctx, subject, "", 10)
+	want(t, "next cursor of a one-session list", next, "", err)
+	if len(page) != 1 {
+		t.Fatalf("List = %v, want one session", page)
+	}
+	got := page[0]
+	if got.ID != f.ID || got.Subject != subject || got.Generation != 1 || got.ClientID != "web" || got.ACR != "pwd" || got.Device != f.Device {
+		t.Fatalf("listed %+v, want the family as begun %+v", got, f)
+	}
+	if !got.Created.Equal(f.Created) || !got.ExpiresAt.Equal(f.ExpiresAt) || got.IdleTimeout != f.IdleTimeout {
+		t.Fatalf("listed created %v, expires %v, idle %v; want %v, %v, %v", got.Created, got.ExpiresAt, got.IdleTimeout, f.Created, f.ExpiresAt, f.IdleTimeout)
+	}
+	if !got.Refreshed.Equal(f.Created) {
+		t.Fatalf("Refreshed of a family never rotated = %v, want its Created %v", got.Refreshed, f.Created)
+	}
+	r, _ := rotate(t, h, f, 1, f.Refresh, 1, 0)
+	want(t, "rotation", r.Status, store.Live, nil)
+	page, _, err = ds.List(ctx, subject, "", 10)
+	if err != nil || len(page) != 1 {
+		t.Fatalf("List after a rotation = %v, %v", page, err)
+	}
+	if d := page[0].Refreshed.Sub(r.At); d < -time.Second || d > time.Second {
+		t.Fatalf("Refreshed after a rotation = %v, want its time %v", page[0].Refreshed, r.At)
+	}
+	if !page[0].Created.Equal(f.Created) {
+		t.Fatalf("a rotation moved Created to %v", page[0].Created)
+	}
+	other, _, err := ds.List(ctx, "someone-else-"+subject, "", 10)
+	want(t, "sessions of a subject with none", len(other), 0, err)
+}
+
+// testListPages: oldest first, in pages of any size that neither repeat
+// nor skip, with families of equal creation times and families ended
+// between pages.
+func testListPages(t *testing.T, h Harness) {
+	ds := deviceStore(t, h)
+	subject := "pages-" + newID(t).String()
+	base := h.Now().Add(-time.Hour)
+	const n = 40
+	fams := make([]store.Family, n)
+	// Begun in another order than created, some created in the same
+	// millisecond.
+	for i := range n {
+		fams[i] = device(t, h, subject, base.Add(time.Duration(i/3)*time.Second))
+	}
+	for _, i := range rand.Perm(n) {
+		beginFamily(t, h, fams[i])
+	}
+	beginFamily(t, h, device(t, h, "pages-other-"+subject, base)) // another subject's
+	for _, limit := range []int{1, 2, 3, 7, n, n + 5} {
+		all := listAll(t, ds, subject, limit)
+		if len(all) != n {
+			t.Fatalf("pages of %d: %d sessions listed, want %d", limit, len(all), n)
+		}
+		for i := 1; i < n; i++ {
+			if all[i].Created.Before(all[i-1].Created) {
+				t.Fatalf("pages of %d: not oldest first: %v after %v", limit, all[i].Created, all[i-1].Created)
+			}
+		}
+	}
+
+	// Families ended between pages, the one at the cursor included, are
+	// left out; the others are all listed, once.
+	page, cursor, err := ds.List(ctx, subject, "", 5)
+	if err != nil || len(page) != 5 || cursor == "" {
+		t.Fatalf("first page = %d sessions, cursor %q, %v", len(page), cursor, err)
+	}
+	listed := ids(page)
+	ended := map[jtiguard.JTI]bool{page[4].ID: true}
+	rest := listAll(t, ds, subject, n)[5:]
+	for _, s := range rest[:3] {
+		ended[s.ID] = true
+	}
+	for id := range ended {
+		if err := h.Store.End(ctx, subject, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for cursor != "" {
+		page, cursor, err = ds.List(ctx, subject, cursor, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed = append(listed, ids(page)...)
+	}
+	var wantIDs []jtiguard.JTI
+	for _, s := range listAll(t, ds, subject, n) {
+		wantIDs = append(wantIDs, s.ID)
+	}
+	// The first page was read before the ends: its last one is in it.
+	sameIDs(t, "sessions listed across pages with ends between them", listed[5:], wantIDs[4:])
+	sameIDs(t, "the first page", listed[:4], wantIDs[:4])
+	if len(wantIDs) != n-len(ended) {
+		t.Fatalf("%d sessions after ending %d of %d", len(wantIDs), len(ended), n)
+	}
+}
+
+// testListOnlyLive: ended, expired, reused and logged-out families are
+// not listed; another subject's never are.
+func testListOnlyLive(t *testing.T, h Harness) {
+	ds := deviceStore(t, h)
+	subject := "live-" + newID(t).String()
+	now := h.Now()
+	live := beginFamily(t, h, device(t, h, subject, now.Add(-4*time.Second)))
+	ended := beginFamily(t, h, device(t, h, subject, now.Add(-3*time.Second)))
+	if err := h.Store.End(ctx, subject, ended.ID); err != nil {
+		t.Fatal(err)
+	}
+	reused := beginFamily(t, h, device(t, h, subject, now.Add(-2*time.Second)))
+	r, _ := rotate(t, h, reused, 1, newID(t), 1, 0)
+	want(t, "a stranger's token", r.Status, store.Reused, nil)
+	idle := device(t, h, subject, now.Add(-time.Second))
+	idle.IdleTimeout = 2 * time.Second
+	beginFamily(t, h, idle)
+	short := device(t, h, subject, now)
+	short.ExpiresAt = now.Truncate(time.Second).Add(2 * time.Second)
+	beginFamily(t, h, short)
+	bob := beginFamily(t, h, device(t, h, "bob-"+subject, now))
+
+	sameIDs(t, "listed", ids(listAll(t, ds, subject, 2)), sids(live, idle, short))
+	h.Advance(3 * time.Second)
+	sameIDs(t, "listed after the idle and absolute ends", ids(listAll(t, ds, subject, 2)), sids(live))
+	check(t, h, member(t, h, live, 1), store.Live)
+	check(t, h, member(t, h, reused, 1), store.Reused) // not listed, still reused
+
+	n, err := h.Store.EndSubject(ctx, subject)
+	want(t, "live families ended by logout-all", n, 1, err)
+	sameIDs(t, "listed after logout-all", ids(listAll(t, ds, subject, 2)), nil)
+	sameIDs(t, "another subject's", ids(listAll(t, ds, bob.Subject, 2)), sids(bob))
+}
+
+// testEndByOwner: a family is ended by its own subject only; another
+// subject's End leaves it listed and its tokens live.
+func testEndByOwner(t *testing.T, h Harness) {
+	ds := deviceStore(t, h)
+	subject := "owner-" + newID(t).String()
+	f := beginFamily(t, h, device(t, h, subject, h.Now()))
+	mallory := beginFamily(t, h, device(t, h, "mallory-"+subject, h.Now()))
+	if err := h.Store.End(ctx, mallory.Subject, f.ID); err != nil {
+		t.Fatal(err)
+	}
+	check(t, h, member(t, h, f, 1), store.Live)
+	sameIDs(t, "listed after another subject's End", ids(listAll(t, ds, subject, 10)), sids(f))
+	n, err := ds.EndOthers(ctx, mallory.Subject, mallory.ID)
+	want(t, "EndOthers of another subject", n, 0, err)
+	check(t, h, member(t, h, f, 1), store.Live)
+
+	if err := h.Store.End(ctx, subject, f.ID); err != nil {
+		t.Fatal(err)
+	}
+	check(t, h, member(t, h, f, 1), store.Ended)
+	sameIDs(t, "listed after its owner's End", ids(listAll(t, ds, subject, 10)), nil)
+	check(t, h, member(t, h, mallory, 1), store.Live)
+}
+
+// testEndOthers: every family but one ended, atomically; the live ones
+// counted.
+func testEndOthers(t *testing.T, h Harness) {
+	ds := deviceStore(t, h)
+	subject := "others-" + newID(t).String()
+	now := h.Now()
+	var fams []store.Family
+	for i := range 4 {
+		fams = append(fams, beginFamily(t, h, device(t, h, subject, now.Add(time.Duration(i)*time.Millisecond))))
+	}
+	reused := beginFamily(t, h, device(t, h, subject, now))
+	rotate(t, h, reused, 1, newID(t), 1, 0)
+	bob := beginFamily(t, h, device(t, h, "bob-"+subject, now))
+	keep := fams[2]
+
+	n, err := ds.EndOthers(ctx, subject, keep.ID)
+	want(t, "live families ended (the kept one and the reused one not counted)", n, 3, err)
+	for _, f := range fams {
+		w := store.Ended
+		if f.ID == keep.ID {
+			w = store.Live
+		}
+		check(t, h, member(t, h, f, 1), w)
+	}
+	check(t, h, member(t, h, reused, 1), store.Ended)
+	check(t, h, member(t, h, bob, 1), store.Live)
+	sameIDs(t, "listed", ids(listAll(t, ds, subject, 10)), sids(keep))
+	n, err = ds.EndOthers(ctx, subject, keep.ID)
+	want(t, "EndOthers again", n, 0, err)
+
+	// The kept family is left as it is: still ended by logout-all, and a
+	// kept sid that is not the subject's keeps nothing.
+	later := beginFamily(t, h, device(t, h, subject, h.Now()))
+	n, err = ds.EndOthers(ctx, subject, bob.ID)
+	want(t, "EndOthers keeping another subject's sid", n, 2, err)
+	check(t, h, member(t, h, later, 1), store.Ended)
+	check(t, h, member(t, h, bob, 1), store.Live)
+}
+
+// testLimit: Family.Limit ends the subject's oldest live families as a
+// new one begins, at once; ended and reused ones do not count.
+func testLimit(t *testing.T, h Harness) {
+	ds := deviceStore(t, h)
+	subject := "limit-" + newID(t).String()
+	base := h.Now().Add(-time.Minute)
+	var fams []store.Family
+	for i := range 6 {
+		// Begun newest first: the limit goes by Created, not by the order
+		// of the calls.
+		f := device(t, h, subject, base.Add(time.Duration(10-i)*time.Second))
+		f.Limit = 3
+		fams = append(fams, f)
+	}
+	for _, f := range fams[:3] {
+		beginFamily(t, h, f)
+	}
+	// fams[3] is the oldest yet: at the limit, begun, it ends fams[2]
+	// (the oldest of the others), never itself.
+	beginFamily(t, h, fams[3])
+	check(t, h, member(t, h, fams[2], 1), store.Ended)
+	sameIDs(t, "listed at the limit", ids(listAll(t, ds, subject, 2)), sids(fams[3], fams[1], fams[0]))
+
+	// An ended family and a reused one free their places.
+	if err := h.Store.End(ctx, subject, fams[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	beginFamily(t, h, fams[4])
+	check(t, h, member(t, h, fams[3], 1), store.Live)
+	rotate(t, h, fams[0], 1, newID(t), 1, 0) // reuse
+	beginFamily(t, h, fams[5])
+	sameIDs(t, "listed", ids(listAll(t, ds, subject, 2)), sids(fams[5], fams[4], fams[3]))
+	for _, f := range fams[3:] {
+		check(t, h, member(t, h, f, 1), store.Live)
+	}
+
+	// Lower the limit: the oldest go, as many as needed, at once.
+	f := device(t, h, subject, h.Now())
+	f.Limit = 1
+	beginFamily(t, h, f)
+	for _, old := range fams[3:] {
+		check(t, h, member(t, h, old, 1), store.Ended)
+	}
+	sameIDs(t, "listed with a limit of 1", ids(listAll(t, ds, subject, 2)), sids(f))
+
+	// No limit: nothing is ended.
+	g := device(t, h, subject, f.Created.Add(time.Millisecond))
+	beginFamily(t, h, g)
+	sameIDs(t, "listed without a limit", ids(listAll(t, ds, subject, 2)), sids(f, g))
+}
+
+// testLimitConcurrent: concurrent logins of one subject under a limit
+// leave exactly the limit live, and listed.
+func testLimitConcurrent(t *testing.T, h Harness) {
+	ds := deviceStore(t, h)
+	subject := "limitrace-" + newID(t).String()
+	const limit = 10
+	fams := make([]store.Family, h.Concurrency)
+	for i := range fams {
+		fams[i] = device(t, h, subject, h.Now())
+		fams[i].Limit = limit
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for _, f := range fams {
+		wg.Go(func() {
+			<-start
+			if err := h.Store.Begin(ctx, f); err != nil {
+				t.Errorf("Begin: %v", err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	live := map[jtiguard.JTI]bool{}
+	for _, f := range fams {
+		if st, err := h.Store.Check(ctx, member(t, h, f, 1)); err != nil {
+			t.Fatal(err)
+		} else if st == store.Live {
+			live[f.ID] = true
+		}
+	}
+	listed := listAll(t, ds, subject, 3)
+	if len(live) != limit || len(listed) != limit {
+		t.Fatalf("%d concurrent logins with a limit of %d: %d live, %d listed", len(fams), limit, len(live), len(listed))
+	}
+	for _, s := range listed {
+		if !live[s.ID] {
+			t.Fatalf("listed %v is not live", s.ID)
+		}
+	}
+}
+
+// testRotationACR: a privilege change's ACR is the family's from then on;
+// a refresh leaves it.
+func testRotationACR(t *testing.T, h Harness) {
+	ds := deviceStore(t, h)
+	subject := "acr-" + newID(t).String()
+	f := device(t, h, subject, h.Now())
+	f.ACR = "pwd"
+	beginFamily(t, h, f)
+	r, err := h.Store.Rotate(ctx, store.Rotation{Subject: subject, Session: f.ID, Generation: 1, Presented: newID(t), Next: newID(t), NewGeneration: true, Nonce: 1, ACR: "mfa"})
+	want(t, "step-up", r.Status, store.Live, err)
+	r, err = h.Store.Rotate(ctx, store.Rotation{Subject: subject, Session: f.ID, Generation: 2, Presented: r.Next, Next: newID(t), Nonce: 2, ACR: "ignored"})
+	want(t, "refresh", r.Status, store.Live, err)
+	r, err = h.Store.Rotate(ctx, store.Rotation{Subject: subject, Session: f.ID, Generation: 2, Next: newID(t), NewGeneration: true, Nonce: 3})
+	want(t, "a privilege change keeping the acr", r.Status, store.Live, err)
+	page := listAll(t, ds, subject, 10)
+	if len(page) != 1 || page[0].ACR != "mfa" || page[0].Generation != 3 {
+		t.Fatalf("listed %+v, want acr mfa at generation 3", page)
+	}
+}
+
+// testDevicesConcurrent: 1,000 logins and logouts (End, EndOthers,
+// EndSubject) and listings of ten subjects at once, then, for each
+// subject, the listing and the families agree: every listed family is
+// live, every live family is listed, once. A subject only logged in to
+// keeps all its families.
+func testDevicesConcurrent(t *testing.T, h Harness) {
+	ds := deviceStore(t, h)
+	base := "devrace-" + newID(t).String()
+	const ops, subjects, logins = 1000, 10, 600
+	subject := func(i int) string { return fmt.Sprintf("%s-%d", base, i) }
+	fams := make([]store.Family, logins)
+	for i := range fams {
+		fams[i] = device(t, h, subject(i%subjects), h.Now().Add(time.Duration(i%50)*time.Millisecond))
+	}
+	bobs := make([]store.Family, 30)
+	for i := range bobs {
+		bobs[i] = device(t, h, "bob-"+base, h.Now())
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range ops {
+		wg.Go(func() {
+			<-start
+			f := fams[rand.IntN(len(fams))] // a login's, begun or not yet
+			var err error
+			switch {
+			case i < len(fams):
+				err = h.Store.Begin(ctx, fams[i])
+			case i < len(fams)+len(bobs):
+				err = h.Store.Begin(ctx, bobs[i-len(fams)])
+			case i%20 == 0:
+				_, err = h.Store.EndSubject(ctx, f.Subject)
+			case i%20 < 4:
+				_, err = ds.EndOthers(ctx, f.Subject, f.ID)
+			case i%20 < 8:
+				_, _, err = ds.List(ctx, f.Subject, "", 5)
+			default:
+				err = h.Store.End(ctx, f.Subject, f.ID)
+			}
+			if err != nil {
+				t.Errorf("op %d: %v", i, err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	live := map[jtiguard.JTI]bool{}
+	perSubject := map[string]int{}
+	for _, f := range fams {
+		st, err := h.Store.Check(ctx, member(t, h, f, 1))
+		switch {
+		case err != nil:
+			t.Fatal(err)
+		case st == store.Live:
+			live[f.ID] = true
+			perSubject[f.Subject]++
+		case st != store.Ended:
+			t.Fatalf("family %v: %v, want Live or Ended", f.ID, st)
+		}
+	}
+	for i := range subjects {
+		listed := listAll(t, ds, subject(i), 7)
+		for _, s := range listed {
+			if !live[s.ID] {
+				t.Fatalf("%s: listed %v is not live", subject(i), s.ID)
+			}
+		}
+		if len(listed) != perSubject[subject(i)] {
+			t.Fatalf("%s: %d families live, %d listed", subject(i), perSubject[subject(i)], len(listed))
+		}
+		n, err := h.Store.EndSubject(ctx, subject(i))
+		want(t, "logout-all after", n, len(listed), err)
+		sameIDs(t, "listed after logout-all", ids(listAll(t, ds, subject(i), 7)), nil)
+	}
+	t.Logf("%d operations: %d of %d families live and listed", ops, len(live), len(fams))
+	sameIDs(t, "another subject's families", sortedIDs(ids(listAll(t, ds, "bob-"+base, 7))), sortedIDs(sids(bobs...)))
+}
+
+func sortedIDs(s []jtiguard.JTI) []jtiguard.JTI {
+	slices.SortFunc(s, func(a, b jtiguard.JTI) int { return bytes.Compare(a[:], b[:]) })
+	return s
 }
