@@ -35,10 +35,13 @@ func (v *Verifier) revokeAuthentic(ctx context.Context, c *Claims) error {
 	if !ok || c.sid.IsZero() {
 		return fmt.Errorf("%w: a refresh token is revoked by ending its family, which needs a SessionStore", ErrConfig)
 	}
-	if err := sessions.End(ctx, c.Subject, c.sid); err != nil {
+	t := v.storeStart()
+	err := sessions.End(ctx, c.Subject, c.sid)
+	v.storeDone(ctx, StoreEnd, t, err)
+	if err != nil {
 		return v.settle(ctx, c, store.Live, err)
 	}
-	v.report(ctx, eventFor(EventFamilyRevoked, c))
+	v.report(ctx, eventFor(EventRevoke, c))
 	return nil
 }
 
@@ -79,8 +82,12 @@ func (v *Verifier) revoke(ctx context.Context, c *Claims) error {
 	if !v.cfg.Now().Before(ref.ExpiresAt) {
 		return nil // no verifier within the leeway accepts it any more
 	}
-	if err := v.cfg.Store.Revoke(ctx, ref); err != nil {
+	t := v.storeStart()
+	err := v.cfg.Store.Revoke(ctx, ref)
+	v.storeDone(ctx, StoreRevoke, t, err)
+	if err != nil {
 		return v.settle(ctx, c, store.Live, err)
 	}
+	v.report(ctx, eventFor(EventRevoke, c))
 	return nil
 }

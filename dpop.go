@@ -287,7 +287,9 @@ func (d *DPoPVerifier) VerifyProof(ctx context.Context, proof string, req DPoPRe
 	// The nonce, never 0 (no nonce), lets a store recognize this call's
 	// own write when a lost reply makes its client retry.
 	nonce := rand.Uint64() | 1
+	t := d.v.storeStart()
 	st, err := d.store.Consume(ctx, d.ref(jkt, &c), nonce)
+	d.v.storeDone(ctx, StoreConsume, t, err)
 	if err != nil {
 		d.v.report(ctx, Event{Kind: EventStoreUnavailable, JTI: c.jti, Err: err})
 		return DPoPProof{}, unavailable(err)
@@ -364,6 +366,9 @@ func (d *DPoPVerifier) proofStatus(ctx context.Context, c *proofClaims, st store
 	case st == store.Used:
 		d.v.report(ctx, Event{Kind: EventDPoPReplayRefused, JTI: c.jti})
 		return errProofReplayed
+	case st == store.Lost:
+		d.v.report(ctx, Event{Kind: EventStateLost, JTI: c.jti})
+		return errProofLost
 	case st != store.Live:
 		return errProofLost // Lost, or a status no proof can have: fail closed
 	}
@@ -976,67 +981,86 @@ func (d *DPoPVerifier) validNonce(nonce string, now time.Time) bool {
 // Otherwise they are two store operations, Check and Consume: one round
 // trip each on Redis.
 func (d *DPoPVerifier) Verify(ctx context.Context, token, proof string, req DPoPRequest) (Claims, error) {
+	start := d.v.verifyStart()
+	var (
+		c     Claims
+		cache CacheResult
+		err   error
+	)
 	if d.joint != nil {
-		return d.verifyJoint(ctx, token, proof, req)
+		c, cache, err = d.verifyJoint(ctx, token, proof, req)
+	} else {
+		c, cache, err = d.verifySplit(ctx, token, proof, req)
 	}
-	c, err := d.v.access(ctx, token)
+	d.v.verifyDone(ctx, TypeAccess, start, cache, err)
+	return c, err
+}
+
+// verifySplit is Verify with two store operations: the token's Check and
+// the proof's Consume.
+func (d *DPoPVerifier) verifySplit(ctx context.Context, token, proof string, req DPoPRequest) (Claims, CacheResult, error) {
+	c, cache, err := d.v.accessCached(ctx, token)
 	if err != nil {
-		return Claims{}, err
+		return Claims{}, cache, err
 	}
 	if c.JKT == "" {
-		return Claims{}, reject(ErrNotDPoPBound)
+		return Claims{}, cache, reject(ErrNotDPoPBound)
 	}
 	req.AccessToken = token
 	p, err := d.VerifyProof(ctx, proof, req)
 	if err != nil {
-		return Claims{}, err
+		return Claims{}, cache, err
 	}
 	if p.JKT != c.JKT {
 		d.v.report(ctx, eventFor(EventDPoPBindingRefused, c))
-		return Claims{}, reject(ErrDPoPKeyMismatch)
+		return Claims{}, cache, reject(ErrDPoPKeyMismatch)
 	}
-	return *c, nil
+	return *c, cache, nil
 }
 
 // verifyJoint is Verify on a store.ProofStore: the token's state and the
 // proof's jti in one store operation. A request refused before the store
 // is reached (a bad proof, a proof of another key) reads the token's state
 // first, so that it is refused for the same reason as with two operations.
-func (d *DPoPVerifier) verifyJoint(ctx context.Context, token, proof string, req DPoPRequest) (Claims, error) {
-	c, err := d.v.verified(ctx, token, TypeAccess)
+func (d *DPoPVerifier) verifyJoint(ctx context.Context, token, proof string, req DPoPRequest) (Claims, CacheResult, error) {
+	c, cache, err := d.v.verified(ctx, token, TypeAccess)
 	if err != nil {
-		return Claims{}, err
+		return Claims{}, cache, err
 	}
 	if c.JKT == "" {
-		return Claims{}, reject(ErrNotDPoPBound)
+		return Claims{}, cache, reject(ErrNotDPoPBound)
 	}
 	req.AccessToken = token
 	ref := d.v.ref(c)
 	ref.Token = token
 	pc, jkt, perr := d.proofClaims(proof, req)
 	if perr != nil || jkt != c.JKT {
+		t := d.v.storeStart()
 		st, err := d.v.cfg.Store.Check(ctx, ref)
+		d.v.storeDone(ctx, StoreCheck, t, err)
 		if err := d.v.settle(ctx, c, st, err); err != nil {
-			return Claims{}, err
+			return Claims{}, cache, err
 		}
 		if perr != nil {
-			return Claims{}, perr
+			return Claims{}, cache, perr
 		}
 		d.v.report(ctx, eventFor(EventDPoPBindingRefused, c))
-		return Claims{}, reject(ErrDPoPKeyMismatch)
+		return Claims{}, cache, reject(ErrDPoPKeyMismatch)
 	}
 	// The proof's entry is kept with the token's state, under its subject:
 	// its ID is still the hash of the thumbprint and the jti.
 	pref := d.ref(jkt, &pc)
 	pref.Subject = ref.Subject
+	t := d.v.storeStart()
 	st, pst, err := d.joint.CheckAndConsume(ctx, ref, pref, rand.Uint64()|1)
+	d.v.storeDone(ctx, StoreCheckConsume, t, err)
 	if err := d.v.settle(ctx, c, st, err); err != nil {
-		return Claims{}, err
+		return Claims{}, cache, err
 	}
 	if err := d.proofStatus(ctx, &pc, pst); err != nil {
-		return Claims{}, err
+		return Claims{}, cache, err
 	}
-	return *c, nil
+	return *c, cache, nil
 }
 
 // errProofHeaders: a request must carry exactly one DPoP header (RFC 9449

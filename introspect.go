@@ -39,12 +39,17 @@ func (v *Verifier) active(ctx context.Context, token string) (*Claims, error) {
 // active, an *Error matching ErrInvalidToken when it is not, or the 503
 // of a store that cannot answer.
 func (v *Verifier) introspect(ctx context.Context, token string) (*Claims, error) {
+	start := v.verifyStart()
 	c, err := v.active(ctx, token)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		t := v.storeStart()
+		st, serr := v.cfg.Store.Check(ctx, v.ref(c))
+		v.storeDone(ctx, StoreCheck, t, serr)
+		err = v.settle(ctx, c, st, serr)
 	}
-	st, err := v.cfg.Store.Check(ctx, v.ref(c))
-	if err := v.settle(ctx, c, st, err); err != nil {
+	// The cache is not asked: introspection reads tokens of any audience.
+	v.verifyDone(ctx, TypeAccess, start, CacheNone, err)
+	if err != nil {
 		return nil, err
 	}
 	return c, nil

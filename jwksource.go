@@ -57,6 +57,11 @@ type RemoteKeysConfig struct {
 	// fetch after the first, which NewRemoteKeys returns instead) and
 	// EventKeysExpired, for alerting. It runs on the fetching goroutine.
 	OnEvent func(context.Context, Event)
+	// Observer, if set, receives each fetch (KeysFetched: its duration,
+	// outcome and key count, the first fetch included) and each Event
+	// (Event), for metrics and traces. Its other hooks are not used: give
+	// the Verifier its own. NewRemoteKeys reads the hooks once.
+	Observer *Observer
 }
 
 // RemoteKeys keeps a KeySet equal to an issuer's published JSON Web Key Set
@@ -122,6 +127,8 @@ type RemoteKeys struct {
 	staleLimit time.Duration
 	log        *slog.Logger
 	onEvent    func(context.Context, Event)
+	observe    func(context.Context, Event)
+	fetched    func(context.Context, KeysFetch)
 	keys       *KeySet
 
 	ctx     context.Context // ends with Close
@@ -188,7 +195,11 @@ func NewRemoteKeys(ctx context.Context, rawURL string, cfg RemoteKeysConfig) (*R
 		url: u.String(), where: u.Redacted(), client: client,
 		maxRefresh: cfg.MaxRefresh, staleLimit: cfg.StaleLimit,
 		log: cfg.Logger, onEvent: cfg.OnEvent, keys: keys,
-		wake: make(chan struct{}, 1), done: make(chan struct{}),
+		observe: hooksOf(cfg.Observer).event,
+		wake:    make(chan struct{}, 1), done: make(chan struct{}),
+	}
+	if cfg.Observer != nil {
+		r.fetched = cfg.Observer.KeysFetched
 	}
 	r.started = time.Now()
 	if err := r.refresh(ctx); err != nil {
@@ -294,7 +305,7 @@ func (r *RemoteKeys) startLocked() *flight {
 		r.mu.Unlock()
 		close(f.done)
 		if err != nil && r.ctx.Err() == nil {
-			reportEvent(r.ctx, r.log, r.onEvent, Event{Kind: EventKeysFetchFailed, Err: err})
+			reportEvent(r.ctx, r.log, r.onEvent, r.observe, Event{Kind: EventKeysFetchFailed, Err: err})
 		}
 		select {
 		case r.wake <- struct{}{}:
@@ -328,7 +339,7 @@ func (r *RemoteKeys) schedule() {
 		}
 		r.mu.Unlock()
 		if dropped {
-			reportEvent(r.ctx, r.log, r.onEvent, Event{Kind: EventKeysExpired, Err: cause})
+			reportEvent(r.ctx, r.log, r.onEvent, r.observe, Event{Kind: EventKeysExpired, Err: cause})
 		}
 		if f != nil {
 			select {
@@ -351,37 +362,50 @@ func (r *RemoteKeys) schedule() {
 // refresh fetches the document and, if it passes, makes the set equal to
 // it; either way it sets the schedule.
 func (r *RemoteKeys) refresh(ctx context.Context) error {
+	start := time.Now()
 	keys, interval, err := r.fetch(ctx)
+	changed, n, err := r.settle(keys, interval, err)
+	if r.fetched != nil {
+		r.fetched(ctx, KeysFetch{URL: r.where, Start: start, Duration: time.Since(start), Keys: n, Changed: changed, Err: err})
+	}
+	return err
+}
+
+// settle installs the keys a fetch returned, unless it failed, and sets
+// the schedule; it reports whether the set changed and how many keys it
+// holds.
+func (r *RemoteKeys) settle(keys []*Key, interval time.Duration, err error) (changed bool, n int, _ error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
 	if err == nil {
-		err = r.install(keys)
+		changed, err = r.install(keys)
 	}
+	n = len(r.keys.ring.Load().order)
 	r.lastErr = err
 	if err != nil {
 		r.next = now.Add(remoteMinRefresh)
-		return err
+		return false, n, err
 	}
 	r.next = now.Add(interval)
 	r.expires = r.next.Add(r.staleLimit)
 	r.expired = false
-	return nil
+	return changed, n, nil
 }
 
 // install makes the set equal to keys, keeping the *Key of each key that
 // did not change. r.mu must be held: a set being dropped must not be
 // refilled halfway.
-func (r *RemoteKeys) install(keys []*Key) error {
+func (r *RemoteKeys) install(keys []*Key) (changed bool, err error) {
 	cur := r.keys.ring.Load()
 	for i, k := range keys {
 		if old, ok := cur.byKID[k.kid]; ok && sameKey(old, k) {
 			keys[i] = old
 		}
 	}
-	changed, err := r.keys.replace(keys, nil)
+	changed, err = r.keys.replace(keys, nil)
 	if err != nil {
-		return fmt.Errorf("jtiguard: key set %s: %w", r.where, err)
+		return false, fmt.Errorf("jtiguard: key set %s: %w", r.where, err)
 	}
 	if changed {
 		kids := make([]string, len(keys))
@@ -390,7 +414,7 @@ func (r *RemoteKeys) install(keys []*Key) error {
 		}
 		r.log.Info("jtiguard: keys loaded", slog.String("url", r.where), slog.Any("kids", kids))
 	}
-	return nil
+	return changed, nil
 }
 
 // sameKey reports whether b is a's verify-only key, unchanged.

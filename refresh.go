@@ -254,9 +254,13 @@ func (s *Sessions) Login(ctx context.Context, l Login) (*TokenPair, error) {
 		ExpiresAt: now.Add(s.cfg.Lifetime), IdleTimeout: s.cfg.IdleTimeout,
 		Created: now, ClientID: l.ClientID, ACR: l.ACR, Device: l.Device, Limit: s.cfg.MaxSessions,
 	}
-	if err := s.store.Begin(ctx, f); err != nil {
+	t := s.ver.storeStart()
+	err = s.store.Begin(ctx, f)
+	s.ver.storeDone(ctx, StoreBegin, t, err)
+	if err != nil {
 		return nil, s.unavailable(ctx, err, &Claims{Subject: l.Subject, Session: sid.String(), ClientID: l.ClientID})
 	}
+	s.ver.report(ctx, Event{Kind: EventLogin, Subject: l.Subject, Session: sid.String(), ClientID: l.ClientID, Next: rt.String()})
 	return s.mintPair(facts, sid, store.Rotated{Next: rt, Generation: 1, At: now, ExpiresAt: f.ExpiresAt}, refreshJKT)
 }
 
@@ -292,10 +296,24 @@ type refreshKey struct {
 // to the proof's key, if any (RFC 9449 section 5), and its successor
 // refresh token too for a public client.
 func (s *Sessions) refresh(ctx context.Context, refreshToken, clientID string, key refreshKey) (*TokenPair, error) {
-	c, err := s.ver.verified(ctx, refreshToken, TypeRefresh) // a refresh token always has a sid
+	start := s.ver.verifyStart()
+	p, cache, err := s.rotateRefresh(ctx, refreshToken, clientID, key)
+	s.ver.verifyDone(ctx, TypeRefresh, start, cache, err)
+	return p, err
+}
+
+// rotateRefresh is refresh, but for the report of the verification.
+func (s *Sessions) rotateRefresh(ctx context.Context, refreshToken, clientID string, key refreshKey) (*TokenPair, CacheResult, error) {
+	c, cache, err := s.ver.verified(ctx, refreshToken, TypeRefresh) // a refresh token always has a sid
 	if err != nil {
-		return nil, err
+		return nil, cache, err
 	}
+	p, err := s.rotateVerified(ctx, c, clientID, key)
+	return p, cache, err
+}
+
+// rotateVerified rotates the refresh token whose verified claims are c.
+func (s *Sessions) rotateVerified(ctx context.Context, c *Claims, clientID string, key refreshKey) (*TokenPair, error) {
 	if clientID != "" && c.ClientID != clientID {
 		return nil, reject(ErrWrongClient)
 	}
@@ -320,7 +338,15 @@ func (s *Sessions) refresh(ctx context.Context, refreshToken, clientID string, k
 	if err != nil {
 		return nil, err
 	}
+	s.ver.report(ctx, rotated(EventRefresh, c, r))
 	return s.mintPair(facts, c.sid, r, refreshJKT)
+}
+
+// rotated is the audit event of a rotation r of the family of c.
+func rotated(kind EventKind, c *Claims, r store.Rotated) Event {
+	e := eventFor(kind, c)
+	e.Next = r.Next.String()
+	return e
 }
 
 // rotate runs r on the family of c, with a fresh successor jti and nonce,
@@ -331,7 +357,9 @@ func (s *Sessions) rotate(ctx context.Context, c *Claims, r store.Rotation) (sto
 		return store.Rotated{}, err
 	}
 	r.Subject, r.Session, r.Generation, r.Next, r.Nonce = c.Subject, c.sid, c.Generation, next, rand.Uint64()|1
+	t := s.ver.storeStart()
 	res, err := s.store.Rotate(ctx, r)
+	s.ver.storeDone(ctx, StoreRotate, t, err)
 	if err != nil {
 		return store.Rotated{}, s.unavailable(ctx, err, c)
 	}
@@ -371,10 +399,19 @@ type Change struct {
 // does not say), so a confidential client must refresh with the same key
 // after a Renew.
 func (s *Sessions) Renew(ctx context.Context, accessToken string, ch Change) (*TokenPair, error) {
-	cp, err := s.ver.access(ctx, accessToken)
-	if err != nil {
-		return nil, err
+	start := s.ver.verifyStart()
+	cp, cache, err := s.ver.accessCached(ctx, accessToken)
+	var p *TokenPair
+	if err == nil {
+		p, err = s.renew(ctx, cp, ch)
 	}
+	s.ver.verifyDone(ctx, TypeAccess, start, cache, err)
+	return p, err
+}
+
+// renew is Renew of the access token whose verified claims are cp.
+func (s *Sessions) renew(ctx context.Context, cp *Claims, ch Change) (*TokenPair, error) {
+	var err error
 	c := *cp
 	if c.sid.IsZero() {
 		return nil, fmt.Errorf("%w: the token belongs to no session", ErrConfig)
@@ -408,6 +445,7 @@ func (s *Sessions) Renew(ctx context.Context, accessToken string, ch Change) (*T
 		facts.AuthTime = r.At
 	}
 	facts.AuthTime = facts.AuthTime.Truncate(time.Second)
+	s.ver.report(ctx, rotated(EventRenew, &c, r))
 	return s.mintPair(facts, c.sid, r, c.JKT)
 }
 
@@ -441,7 +479,19 @@ func (s *Sessions) Logout(ctx context.Context, token string) error {
 	if c.sid.IsZero() {
 		return reject(ErrMissingClaim)
 	}
-	if err := s.store.End(ctx, c.Subject, c.sid); err != nil {
+	if err := s.end(ctx, c); err != nil {
+		return err
+	}
+	s.ver.report(ctx, eventFor(EventLogout, c))
+	return nil
+}
+
+// end ends the family of c.
+func (s *Sessions) end(ctx context.Context, c *Claims) error {
+	t := s.ver.storeStart()
+	err := s.store.End(ctx, c.Subject, c.sid)
+	s.ver.storeDone(ctx, StoreEnd, t, err)
+	if err != nil {
 		return s.unavailable(ctx, err, c)
 	}
 	return nil
@@ -452,10 +502,13 @@ func (s *Sessions) Logout(ctx context.Context, token string) error {
 // ended: families already revoked for reuse are ended too but not counted.
 // It is one store operation, O(families of the subject).
 func (s *Sessions) LogoutAll(ctx context.Context, subject string) (int, error) {
+	t := s.ver.storeStart()
 	n, err := s.store.EndSubject(ctx, subject)
+	s.ver.storeDone(ctx, StoreEndSubject, t, err)
 	if err != nil {
 		return 0, s.unavailable(ctx, err, &Claims{Subject: subject})
 	}
+	s.ver.report(ctx, Event{Kind: EventLogoutAll, Subject: subject, Count: n})
 	return n, nil
 }
 
@@ -466,10 +519,7 @@ func (s *Sessions) endPresented(ctx context.Context, token string) error {
 	if err != nil || c.sid.IsZero() {
 		return nil
 	}
-	if err := s.store.End(ctx, c.Subject, c.sid); err != nil {
-		return s.unavailable(ctx, err, c)
-	}
-	return nil
+	return s.end(ctx, c)
 }
 
 // machine mints the access token of a client_credentials grant: no

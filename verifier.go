@@ -50,13 +50,25 @@ type VerifierConfig struct {
 	CacheSize int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
-	// Logger receives security events (reuse detected, replay refused,
-	// family revoked, store unavailable) at warning level, identified by
-	// jti, sid and subject, never by token. Default slog.Default().
+	// Logger receives every Event, identified by jti, sid and subject,
+	// never by token: the security events (reuse detected, replay refused,
+	// store unavailable, state lost, ...) at warning level, the audit
+	// events (login, refresh, renew, logout, logout_all, revoke) at info
+	// level (see EventKind.Level; give a Logger at Warn to keep only the
+	// former). Default slog.Default().
 	Logger *slog.Logger
-	// OnEvent, if set, is called with each security event, for alerting.
-	// It runs on the request's goroutine: keep it fast.
+	// OnEvent, if set, is called with each Event, security and audit, for
+	// alerting and audit trails: switch on its Kind, or compare
+	// Kind.Level() with slog.LevelWarn to pick the security events. It
+	// runs on the request's goroutine: keep it fast.
 	OnEvent func(context.Context, Event)
+	// Observer, if set, receives each verification's outcome, each store
+	// call's latency and error, and each Event, for metrics and traces
+	// (the jtiotel and jtiprom modules make one). Sessions, Guards,
+	// endpoints and DPoPVerifiers built on the Verifier report through
+	// it. NewVerifier reads its hooks once; a nil hook costs one branch
+	// per verification and no clock reading.
+	Observer *Observer
 	// ACRLevels orders authentication context classes from weakest to
 	// strongest (for example "pwd", "mfa", "hwk"), so that a Requirement
 	// for one level is met by any level above it. Without it, a required
@@ -82,6 +94,7 @@ type Verifier struct {
 	cfg   VerifierConfig
 	cache *tokenCache
 	log   *slog.Logger
+	obs   observerHooks
 }
 
 // NewVerifier returns a Verifier for tokens signed by keys.
@@ -130,7 +143,7 @@ func NewVerifier(keys *KeySet, cfg VerifierConfig) (*Verifier, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	v := &Verifier{keys: keys, cfg: cfg, log: cfg.Logger}
+	v := &Verifier{keys: keys, cfg: cfg, log: cfg.Logger, obs: hooksOf(cfg.Observer)}
 	if cfg.CacheSize == 0 {
 		cfg.CacheSize = DefaultCacheSize
 	}
@@ -201,39 +214,52 @@ func (v *Verifier) Ping(ctx context.Context) error {
 // touching what other requests see; their slices and Extra map are shared
 // and must be treated as read-only.
 func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
-	c, err := v.verified(ctx, token, TypeAccess)
-	if err != nil {
-		return Claims{}, err
-	}
-	if c.JKT != "" {
+	start := v.verifyStart()
+	c, cache, err := v.verified(ctx, token, TypeAccess)
+	switch {
+	case err != nil:
+	case c.JKT != "":
 		// Refused before the store is asked: a thief replaying a bound
 		// token costs no round trip.
 		v.report(ctx, eventFor(EventDPoPBindingRefused, c))
-		return Claims{}, reject(ErrDPoPRequired)
+		err = reject(ErrDPoPRequired)
+	default:
+		err = v.check(ctx, c, token)
 	}
-	if err := v.check(ctx, c, token); err != nil {
+	v.verifyDone(ctx, TypeAccess, start, cache, err)
+	if err != nil {
 		return Claims{}, err
 	}
 	return *c, nil
 }
 
 // access is Verify for bound tokens too: the caller checks the binding.
+// It reports no Verification (see accessCached).
 func (v *Verifier) access(ctx context.Context, token string) (*Claims, error) {
-	c, err := v.verified(ctx, token, TypeAccess)
+	c, _, err := v.accessCached(ctx, token)
+	return c, err
+}
+
+// accessCached is access, with what the cache did, for a caller that
+// reports the verification.
+func (v *Verifier) accessCached(ctx context.Context, token string) (*Claims, CacheResult, error) {
+	c, cache, err := v.verified(ctx, token, TypeAccess)
 	if err != nil {
-		return nil, err
+		return nil, cache, err
 	}
 	if err := v.check(ctx, c, token); err != nil {
-		return nil, err
+		return nil, cache, err
 	}
-	return c, nil
+	return c, cache, nil
 }
 
 // check asks the store about the access token whose claims are c.
 func (v *Verifier) check(ctx context.Context, c *Claims, token string) error {
 	ref := v.ref(c)
 	ref.Token = token // for a store that asks the issuer (IntrospectionStore)
+	t := v.storeStart()
 	st, err := v.cfg.Store.Check(ctx, ref)
+	v.storeDone(ctx, StoreCheck, t, err)
 	return v.settle(ctx, c, st, err)
 }
 
@@ -253,22 +279,31 @@ func (v *Verifier) Consume(ctx context.Context, token, purpose string) (Claims, 
 
 // consume is Consume for the single-use classes: one-time and step tokens.
 func (v *Verifier) consume(ctx context.Context, token string, class TokenType, purpose string) (Claims, error) {
-	c, err := v.verified(ctx, token, class)
+	start := v.verifyStart()
+	c, cache, err := v.verified(ctx, token, class)
+	if err == nil {
+		err = v.use(ctx, c, purpose)
+	}
+	v.verifyDone(ctx, class, start, cache, err)
 	if err != nil {
 		return Claims{}, err
 	}
+	return *c, nil
+}
+
+// use consumes the single-use token whose verified claims are c.
+func (v *Verifier) use(ctx context.Context, c *Claims, purpose string) error {
 	if c.Purpose == "" || c.Purpose != purpose {
-		return Claims{}, reject(ErrWrongPurpose)
+		return reject(ErrWrongPurpose)
 	}
 	nonce := rand.Uint64() | 1 // never 0, which means "no nonce"
+	t := v.storeStart()
 	st, err := v.cfg.Store.Consume(ctx, v.ref(c), nonce)
-	if st == store.Used {
+	v.storeDone(ctx, StoreConsume, t, err)
+	if err == nil && st == store.Used {
 		v.report(ctx, eventFor(EventReplayRefused, c))
 	}
-	if err := v.settle(ctx, c, st, err); err != nil {
-		return Claims{}, err
-	}
-	return *c, nil
+	return v.settle(ctx, c, st, err)
 }
 
 // statusErrs maps what a store reports to the rejection it causes.
@@ -294,6 +329,8 @@ func (v *Verifier) settle(ctx context.Context, c *Claims, st store.Status, err e
 		return unavailable(err)
 	case st == store.Live:
 		return nil
+	case st == store.Lost:
+		v.report(ctx, eventFor(EventStateLost, c))
 	}
 	if kind, ok := statusErrs[st]; ok {
 		return reject(kind)
@@ -308,10 +345,11 @@ func (v *Verifier) ref(c *Claims) store.TokenRef {
 }
 
 // verified returns the claims of a token of class want whose signature and
-// claims hold now. The returned claims may be shared with the cache.
-func (v *Verifier) verified(ctx context.Context, token string, want TokenType) (*Claims, error) {
+// claims hold now, and what the cache did. The returned claims may be
+// shared with the cache.
+func (v *Verifier) verified(ctx context.Context, token string, want TokenType) (*Claims, CacheResult, error) {
 	if len(token) > v.cfg.MaxTokenSize {
-		return nil, reject(ErrTokenTooLarge)
+		return nil, CacheNone, reject(ErrTokenTooLarge)
 	}
 	now := v.cfg.Now()
 	// Only access tokens are presented repeatedly; the other classes are
@@ -320,11 +358,15 @@ func (v *Verifier) verified(ctx context.Context, token string, want TokenType) (
 	if want != TypeAccess {
 		cache = nil
 	}
-	if c := cache.get(token, want); c != nil {
-		if err := v.checkTimes(c, now); err != nil {
-			return nil, reject(err)
+	result := CacheNone
+	if cache != nil {
+		if c := cache.get(token, want); c != nil {
+			if err := v.checkTimes(c, now); err != nil {
+				return nil, CacheHit, reject(err)
+			}
+			return c, CacheHit, nil
 		}
-		return c, nil
+		result = CacheMiss
 	}
 	c, key, err := v.parse(ctx, token, want)
 	if err == nil {
@@ -334,10 +376,10 @@ func (v *Verifier) verified(ctx context.Context, token string, want TokenType) (
 		err = v.checkTimes(c, now)
 	}
 	if err != nil {
-		return nil, reject(err)
+		return nil, result, reject(err)
 	}
 	cache.put(token, c, key)
-	return c, nil
+	return c, result, nil
 }
 
 // parse decodes and authenticates a token of class want (any class when
