@@ -3,6 +3,7 @@ package redisstore_test
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -213,4 +214,93 @@ func TestListCursor(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, page, 3, "limit 0: the default page size")
 	assert.Empty(t, next)
+}
+
+// TestEndSessionAcrossReplicas: a device ended through one replica's
+// Sessions is refused by the other's Verifier at once; another subject
+// cannot end it; end-others keeps the caller's session only.
+func TestEndSessionAcrossReplicas(t *testing.T) {
+	for _, mode := range []string{"standalone", "cluster"} {
+		t.Run(mode, func(t *testing.T) {
+			var a, b store.Store
+			if mode == "cluster" {
+				addrs := redistest.StartCluster(t).Addrs()
+				sa := newStore(t, clusterClient(t, addrs), 0)
+				sb, err := redisstore.New(context.Background(), redisstore.Config{Client: clusterClient(t, addrs), Prefix: prefixOfCluster(t, addrs), MaxClockSkew: testSkew})
+				require.NoError(t, err)
+				t.Cleanup(sb.Close)
+				a, b = sa, sb
+			} else {
+				srv := redistest.Start(t)
+				c := standaloneClient(t, srv.Addr())
+				sa := newStore(t, c, 0)
+				sb, err := redisstore.New(context.Background(), redisstore.Config{Client: standaloneClient(t, srv.Addr()), Prefix: prefixOf(t, sa, c), MaxClockSkew: testSkew})
+				require.NoError(t, err)
+				t.Cleanup(sb.Close)
+				a, b = sa, sb
+			}
+			keys := testKeys(t)
+			ra, rb := newReplica(t, keys, a), newReplica(t, keys, b)
+			ctx := context.Background()
+			login := func(subject, label string) *jtiguard.TokenPair {
+				p, err := ra.sess.Login(ctx, jtiguard.Login{Subject: subject, ACR: "pwd", Device: jtiguard.Device{Label: label, IP: "203.0.113.0/24"}})
+				require.NoError(t, err)
+				return p
+			}
+			laptop, phone, tablet := login("alice", "laptop"), login("alice", "phone"), login("alice", "tablet")
+			bob := login("bob", "bob's")
+
+			page, err := rb.sess.List(ctx, "alice", "", 2)
+			require.NoError(t, err)
+			require.Len(t, page.Sessions, 2)
+			rest, err := rb.sess.List(ctx, "alice", page.Next, 2)
+			require.NoError(t, err)
+			require.Len(t, rest.Sessions, 1)
+			assert.Empty(t, rest.Next)
+			labels := map[string]string{} // sid -> label
+			for _, s := range append(page.Sessions, rest.Sessions...) {
+				labels[s.ID] = s.Device.Label
+				assert.Equal(t, "203.0.113.0/24", s.Device.IP)
+				assert.Equal(t, "pwd", s.ACR)
+			}
+			assert.Equal(t, map[string]string{laptop.Access.Session: "laptop", phone.Access.Session: "phone", tablet.Access.Session: "tablet"}, labels)
+
+			require.NoError(t, rb.sess.EndSession(ctx, "bob", phone.Access.Session))
+			_, err = ra.ver.Verify(ctx, phone.AccessToken)
+			require.NoError(t, err, "another subject cannot end it")
+			require.NoError(t, rb.sess.EndSession(ctx, "alice", phone.Access.Session))
+			_, err = ra.ver.Verify(ctx, phone.AccessToken)
+			require.ErrorIs(t, err, jtiguard.ErrSessionEnded, "ended on B, refused on A at once")
+
+			n, err := ra.sess.EndOthers(ctx, laptop.AccessToken)
+			require.NoError(t, err)
+			assert.Equal(t, 1, n)
+			_, err = rb.ver.Verify(ctx, tablet.AccessToken)
+			require.ErrorIs(t, err, jtiguard.ErrSessionEnded)
+			_, err = rb.ver.Verify(ctx, laptop.AccessToken)
+			require.NoError(t, err)
+			_, err = rb.ver.Verify(ctx, bob.AccessToken)
+			require.NoError(t, err)
+		})
+	}
+}
+
+// prefixOfCluster finds the key prefix of the only store on a cluster.
+func prefixOfCluster(t *testing.T, addrs []string) string {
+	t.Helper()
+	c := clusterClient(t, addrs)
+	key := redisstore.MarkerKey("", "x")
+	var (
+		mu    sync.Mutex
+		found []string
+	)
+	require.NoError(t, c.ForEachMaster(context.Background(), func(ctx context.Context, n *redis.Client) error {
+		keys, err := n.Keys(ctx, "*"+key[:len(key)-2]+":e").Result()
+		mu.Lock()
+		found = append(found, keys...)
+		mu.Unlock()
+		return err
+	}))
+	require.Len(t, found, 1)
+	return strings.TrimSuffix(found[0], key)
 }
