@@ -29,22 +29,29 @@ const (
 )
 
 // MemoryStore is the exact in-process store.Store and store.SessionStore, the default
-// for a single process. State lives in sharded maps keyed by the 16-byte
-// jti or sid (the jti map holds no pointers, so the garbage collector never
-// scans it), and each entry is dropped once its expiry has passed. Memory
-// is bounded by Capacity, and a full store fails closed; revocations are
-// recorded even at capacity, since each is bounded by its token's lifetime.
+// for a single process. State lives in sharded hash tables keyed by the
+// 16-byte jti or sid (the jti table holds no pointers, so the garbage
+// collector never scans it), and each entry is dropped once its expiry has
+// passed. Check takes no lock and writes no shared memory, so verifications
+// on many cores do not slow each other down; writes take their shard's
+// lock. Memory is bounded by Capacity, and a full store fails closed;
+// revocations are recorded even at capacity, since each is bounded by its
+// token's lifetime.
 //
 // Its memory begins when it is created: tokens of no session issued before
 // then are Lost, and tokens of a session are Ended, because a process that
 // restarts forgets what it had revoked and which families it had. Create
 // it before issuing tokens.
 type MemoryStore struct {
-	shards   [memShards]memShard
-	count    atomic.Int64
-	capacity int64
+	// Read by Check, set at creation (began: once), so that the cache
+	// line readers share is one no writer writes.
 	now      func() time.Time
 	epoch    int64 // unix seconds: the origin of the stored uint32 times; tokens of no session issued before are Lost
+	capacity int64
+	began    atomic.Bool // a family was ever begun: unknown ones are not Foreign
+
+	shards [memShards]memShard
+	count  atomic.Int64
 
 	// sweepMu admits one whole-store sweep at a time; lastFull (under
 	// it) is one past the second of the last one, which is done at most
@@ -55,7 +62,6 @@ type MemoryStore struct {
 
 	subMu    sync.Mutex
 	subjects map[string]map[JTI]struct{} // subject -> its families, for EndSubject
-	began    atomic.Bool                 // a family was ever begun: unknown ones are not Foreign
 
 	// ended lists families swept away whose index entries are still to go:
 	// a sweep holds a shard's lock, and the index's lock comes first, so
@@ -78,7 +84,8 @@ type memEntry struct {
 }
 
 // memFamily is a Family with its rotation state; times are seconds since
-// the store's epoch.
+// the store's epoch. Once stored in a famTable it is never modified: a
+// writer stores a changed copy.
 type memFamily struct {
 	subject       string
 	gen           uint64
@@ -90,23 +97,32 @@ type memFamily struct {
 	reused        bool
 }
 
+// clone returns a copy of f, to store.
+func (f memFamily) clone() *memFamily { return &f }
+
 // end is when the family stops being live: its absolute end or its idle
 // timeout after the last rotation, whichever comes first.
 func (f *memFamily) end() uint32 { return min(f.exp, satAdd(f.at, f.idle)) }
 
+// memShard is one shard: its tables, which readers search without a lock
+// (memtable.go), and the lock its writers take. The padding keeps what
+// readers load (the tables' addresses, written only when a table is
+// rebuilt) off the cache lines writers write, whatever the alignment.
 type memShard struct {
-	mu        sync.RWMutex
-	m         map[JTI]memEntry
-	fam       map[JTI]memFamily
+	m   jtiTable
+	fam famTable
+	_   [64]byte
+
+	mu        sync.Mutex // held by every writer of the shard
 	peak      int
 	nextSweep uint32
-	_         [24]byte // keep shards on separate cache lines
+	_         [64]byte
 }
 
 // grew records the shard's peak size after an insert, so a sweep knows when
-// to rebuild its maps. The caller holds sh.
+// to rebuild its tables. The caller holds sh.
 func (sh *memShard) grew() {
-	if n := len(sh.m) + len(sh.fam); n > sh.peak {
+	if n := sh.m.len() + sh.fam.len(); n > sh.peak {
 		sh.peak = n
 	}
 }
@@ -124,8 +140,8 @@ func NewMemoryStore(cfg MemoryConfig) (*MemoryStore, error) {
 	}
 	s := &MemoryStore{capacity: int64(cfg.Capacity), now: cfg.Now, epoch: birth(cfg.Now()).Unix(), subjects: map[string]map[JTI]struct{}{}}
 	for i := range s.shards {
-		s.shards[i].m = make(map[JTI]memEntry)
-		s.shards[i].fam = make(map[JTI]memFamily)
+		s.shards[i].m.init()
+		s.shards[i].fam.init()
 	}
 	return s, nil
 }
@@ -161,7 +177,8 @@ func satAdd(a, b uint32) uint32 { return uint32(min(uint64(a)+uint64(b), math.Ma
 
 func (s *MemoryStore) shard(id JTI) *memShard { return &s.shards[id[0]%memShards] }
 
-// Check implements store.Store.
+// Check implements store.Store. It takes no lock, writes no shared memory
+// and allocates nothing.
 func (s *MemoryStore) Check(ctx context.Context, t store.TokenRef) (store.Status, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
@@ -169,10 +186,7 @@ func (s *MemoryStore) Check(ctx context.Context, t store.TokenRef) (store.Status
 	if s.predates(t) {
 		return store.Lost, nil
 	}
-	sh := s.shard(t.ID)
-	sh.mu.RLock()
-	e, ok := sh.m[t.ID]
-	sh.mu.RUnlock()
+	e, ok := s.shard(t.ID).m.get(t.ID)
 	if !ok && t.Session.IsZero() {
 		return store.Live, nil // the common case needs no clock read
 	}
@@ -191,19 +205,16 @@ func (s *MemoryStore) predates(t store.TokenRef) bool {
 }
 
 // familyStatus reports Live for a token without a family, or the status of
-// its family.
+// its family. Like Check, it takes no lock.
 func (s *MemoryStore) familyStatus(t store.TokenRef, now uint32) store.Status {
 	if t.Session.IsZero() {
 		return store.Live
 	}
-	sh := s.shard(t.Session)
-	sh.mu.RLock()
-	f, ok := sh.fam[t.Session]
-	sh.mu.RUnlock()
+	f := s.shard(t.Session).fam.get(t.Session)
 	switch {
-	case !ok && !s.began.Load():
+	case f == nil && !s.began.Load():
 		return store.Foreign
-	case !ok || f.end() <= now:
+	case f == nil || f.end() <= now:
 		return store.Ended
 	case f.reused:
 		return store.Reused
@@ -288,7 +299,7 @@ func (s *MemoryStore) tryWrite(t store.TokenRef, status store.Status, nonce uint
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	s.maybeSweep(sh, now)
-	e, ok := sh.m[t.ID]
+	e, ok := sh.m.get(t.ID)
 	if ok && e.exp > now {
 		switch {
 		case status == store.Used && e.status == store.Used && e.nonce == nonce && nonce != 0:
@@ -300,7 +311,7 @@ func (s *MemoryStore) tryWrite(t store.TokenRef, status store.Status, nonce uint
 		}
 		e.status, e.nonce = store.Revoked, 0
 		e.exp = max(e.exp, exp)
-		sh.m[t.ID] = e
+		sh.m.put(t.ID, e)
 		return store.Live, false
 	}
 	switch {
@@ -310,7 +321,7 @@ func (s *MemoryStore) tryWrite(t store.TokenRef, status store.Status, nonce uint
 	case !s.reserve(sh, now):
 		return 0, true
 	}
-	sh.m[t.ID] = memEntry{exp: exp, nonce: nonce, status: status}
+	sh.m.put(t.ID, memEntry{exp: exp, nonce: nonce, status: status})
 	sh.grew()
 	return store.Live, false
 }
@@ -369,7 +380,7 @@ func (s *MemoryStore) tryBegin(sid JTI, mf memFamily, now uint32) (full bool, er
 	sh := s.shard(sid)
 	sh.mu.Lock()
 	s.maybeSweep(sh, now)
-	if _, dup := sh.fam[sid]; dup {
+	if sh.fam.get(sid) != nil {
 		sh.mu.Unlock()
 		return false, fmt.Errorf("%w: family exists", ErrConfig)
 	}
@@ -377,10 +388,12 @@ func (s *MemoryStore) tryBegin(sid JTI, mf memFamily, now uint32) (full bool, er
 		sh.mu.Unlock()
 		return true, nil
 	}
-	sh.fam[sid] = mf
+	sh.fam.put(sid, &mf)
 	sh.grew()
 	sh.mu.Unlock()
-	s.began.Store(true)
+	if !s.began.Load() { // readers share its cache line: write it once
+		s.began.Store(true)
+	}
 	if fams == nil {
 		fams = map[JTI]struct{}{}
 		s.subjects[mf.subject] = fams
@@ -395,14 +408,11 @@ func (s *MemoryStore) Rotate(ctx context.Context, r store.Rotation) (store.Rotat
 		return store.Rotated{}, err
 	}
 	now := s.clock(s.now())
-	// The presented token's own entry is read first, under its shard's
-	// lock alone (no two shard locks are ever held at once): a revocation
-	// that returned before this call is seen.
+	// The presented token's own entry is read first, holding no lock (no
+	// two shard locks are ever held at once): a revocation that returned
+	// before this call is seen.
 	if !r.Presented.IsZero() {
-		jsh := s.shard(r.Presented)
-		jsh.mu.RLock()
-		e, ok := jsh.m[r.Presented]
-		jsh.mu.RUnlock()
+		e, ok := s.shard(r.Presented).m.get(r.Presented)
 		if ok && e.exp > now && e.status == store.Revoked {
 			return store.Rotated{Status: store.Revoked}, nil
 		}
@@ -410,10 +420,11 @@ func (s *MemoryStore) Rotate(ctx context.Context, r store.Rotation) (store.Rotat
 	sh := s.shard(r.Session)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	f, ok := sh.fam[r.Session]
-	if !ok || f.end() <= now || f.subject != r.Subject {
+	p := sh.fam.get(r.Session)
+	if p == nil || p.end() <= now || p.subject != r.Subject {
 		return store.Rotated{Status: store.Ended}, nil
 	}
+	f := *p // stored families are never modified: changes are stored as a copy
 	answer := func(st store.Status, repeat bool) (store.Rotated, error) {
 		return store.Rotated{Status: st, Next: f.current, Generation: f.gen, At: s.unclock(f.at), ExpiresAt: s.unclock(f.exp), Repeat: repeat}, nil
 	}
@@ -425,7 +436,7 @@ func (s *MemoryStore) Rotate(ctx context.Context, r store.Rotation) (store.Rotat
 		case f.gen == r.Generation:
 			f.gen++
 			f.prev, f.current, f.nonce, f.at = JTI{}, r.Next, r.Nonce, now
-			sh.fam[r.Session] = f
+			sh.fam.put(r.Session, f.clone())
 			return answer(store.Live, false)
 		case f.gen == r.Generation+1 && f.nonce == r.Nonce && r.Nonce != 0:
 			return answer(store.Live, true) // this call, retried
@@ -435,14 +446,14 @@ func (s *MemoryStore) Rotate(ctx context.Context, r store.Rotation) (store.Rotat
 	switch {
 	case f.gen == r.Generation && f.current == r.Presented:
 		f.prev, f.current, f.nonce, f.at = r.Presented, r.Next, r.Nonce, now
-		sh.fam[r.Session] = f
+		sh.fam.put(r.Session, f.clone())
 		return answer(store.Live, false)
 	case f.gen == r.Generation && f.prev == r.Presented && !f.prev.IsZero() &&
 		((f.nonce == r.Nonce && r.Nonce != 0) || (r.Grace > 0 && now-f.at <= uint32(r.Grace/time.Second))):
 		return answer(store.Live, true) // retried call, or a lost response within grace
 	}
 	f.reused = true
-	sh.fam[r.Session] = f
+	sh.fam.put(r.Session, f.clone())
 	return answer(store.Reused, false)
 }
 
@@ -453,10 +464,10 @@ func (s *MemoryStore) End(ctx context.Context, subject string, sid JTI) error {
 	}
 	sh := s.shard(sid)
 	sh.mu.Lock()
-	f, ok := sh.fam[sid]
-	ok = ok && f.subject == subject
+	f := sh.fam.get(sid)
+	ok := f != nil && f.subject == subject
 	if ok {
-		delete(sh.fam, sid)
+		sh.fam.del(sid)
 		s.count.Add(-1)
 	}
 	sh.mu.Unlock()
@@ -487,8 +498,8 @@ func (s *MemoryStore) EndSubject(ctx context.Context, subject string) (int, erro
 	for sid := range s.subjects[subject] {
 		sh := s.shard(sid)
 		sh.mu.Lock()
-		if f, ok := sh.fam[sid]; ok && f.subject == subject {
-			delete(sh.fam, sid)
+		if f := sh.fam.get(sid); f != nil && f.subject == subject {
+			sh.fam.del(sid)
 			s.count.Add(-1)
 			if !f.reused && f.end() > now {
 				n++ // only families that were live count as ended
@@ -527,20 +538,15 @@ func (s *MemoryStore) sweepAll(now uint32) bool {
 }
 
 // sweepLocked drops expired entries and families from sh, and rebuilds its
-// maps once they hold under a quarter of their peak, since Go maps never
-// shrink. The caller holds sh.
+// tables once they hold under a quarter of their peak, since a table
+// shrinks only when rebuilt (it also rebuilds itself, at its size or
+// larger, when its slots run out). The caller holds sh.
 func (s *MemoryStore) sweepLocked(sh *memShard, now uint32) {
-	dropped := 0
-	for id, e := range sh.m {
-		if e.exp <= now {
-			delete(sh.m, id)
-			dropped++
-		}
-	}
+	dropped := sh.m.sweep(now)
 	var ended []memFamilyRef
-	for sid, f := range sh.fam {
+	for sid, f := range sh.fam.all() {
 		if f.end() <= now {
-			delete(sh.fam, sid)
+			sh.fam.del(sid)
 			ended = append(ended, memFamilyRef{sid, f.subject})
 			dropped++
 		}
@@ -551,16 +557,10 @@ func (s *MemoryStore) sweepLocked(sh *memShard, now uint32) {
 		s.endedMu.Unlock()
 	}
 	s.count.Add(int64(-dropped))
-	if n := len(sh.m) + len(sh.fam); sh.peak > 64 && n < sh.peak/4 {
-		m := make(map[JTI]memEntry, len(sh.m))
-		for id, e := range sh.m {
-			m[id] = e
-		}
-		fam := make(map[JTI]memFamily, len(sh.fam))
-		for id, f := range sh.fam {
-			fam[id] = f
-		}
-		sh.m, sh.fam, sh.peak = m, fam, n
+	if n := sh.m.len() + sh.fam.len(); sh.peak > 64 && n < sh.peak/4 {
+		sh.m.compact()
+		sh.fam.compact()
+		sh.peak = n
 	}
 }
 
@@ -605,15 +605,12 @@ func (s *MemoryStore) unindexEnded() {
 	}
 }
 
-// prune drops from a subject's index the families that have ended. The
-// caller holds subMu (the lock order is subMu, then a shard).
+// prune drops from a subject's index the families that have been swept
+// away. The caller holds subMu (the lock order is subMu, then a shard;
+// reading a family takes no lock).
 func (s *MemoryStore) prune(fams map[JTI]struct{}) {
 	for id := range fams {
-		sh := s.shard(id)
-		sh.mu.RLock()
-		_, ok := sh.fam[id]
-		sh.mu.RUnlock()
-		if !ok {
+		if s.shard(id).fam.get(id) == nil {
 			delete(fams, id)
 		}
 	}
