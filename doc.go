@@ -59,8 +59,8 @@
 //     auth age and scopes, with RFC 9470 challenges. Each class carries only
 //     its own claims (a purpose only on one-time and step tokens, a session
 //     only on access and refresh tokens).
-//  7. Nothing secret in errors or logs: texts never contain a token;
-//     security events name the jti, sid and subject.
+//  7. Nothing secret in errors, logs, metrics or traces: texts never
+//     contain a token; events name the jti, sid and subject.
 //
 // What replay protection does not cover: a stolen bearer access token is
 // usable by the thief until it expires or is revoked. Binding tokens to the
@@ -107,4 +107,18 @@
 // issuer's JWKS (NewRemoteKeys) and asks its introspection endpoint
 // (NewIntrospectionStore). A store implements the contract of the store
 // package, and passes the storetest conformance suite.
+//
+// # Observability
+//
+// Every event has a stable name (EventKind) and goes to the Logger (the
+// security events, such as refresh_reused, replay_refused,
+// store_unavailable and state_lost, at Warn; the audit events, login,
+// refresh, renew, logout, logout_all, revoke and session_ended, at Info)
+// and to OnEvent. An Observer (VerifierConfig.Observer) also receives
+// each verification's outcome as a fixed Reason, each store call's latency
+// and error, and each key set fetch; without one, the warm path pays one
+// branch per hook. The jtiprom (Prometheus) and jtiotel (OpenTelemetry)
+// modules make Observers, so this module depends on neither.
+// docs/observability.md has the table of events, the metric and span
+// names, and the measured cost.
 package jtiguard
