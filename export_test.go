@@ -35,7 +35,7 @@ func (s *MemoryStore) Indexed() int {
 	defer s.subMu.Unlock()
 	n := 0
 	for _, fams := range s.subjects {
-		n += len(fams)
+		n += fams.len()
 	}
 	return n
 }

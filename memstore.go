@@ -1,9 +1,13 @@
 package jtiguard
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,8 +32,8 @@ const (
 	sweepInterval = 5 // seconds between sweeps of a shard triggered by writes
 )
 
-// MemoryStore is the exact in-process store.Store and store.SessionStore, the default
-// for a single process. State lives in sharded hash tables keyed by the
+// MemoryStore is the exact in-process store.Store, store.SessionStore,
+// store.ProofStore and store.DeviceStore, the default for a single process. State lives in sharded hash tables keyed by the
 // 16-byte jti or sid (the jti table holds no pointers, so the garbage
 // collector never scans it), and each entry is dropped once its expiry has
 // passed. Check takes no lock and writes no shared memory, so verifications
@@ -60,8 +64,12 @@ type MemoryStore struct {
 	sweepMu  sync.Mutex
 	lastFull uint32
 
+	// subMu guards the subject index; every change to a subject's set of
+	// families (Begin, End, EndSubject, EndOthers, the limit) is made
+	// under it, so the index and the families agree (but for families
+	// swept away: see ended).
 	subMu    sync.Mutex
-	subjects map[string]map[JTI]struct{} // subject -> its families, for EndSubject
+	subjects map[string]*memIndex // subject -> its families, oldest first
 
 	// ended lists families swept away whose index entries are still to go:
 	// a sweep holds a shard's lock, and the index's lock comes first, so
@@ -95,6 +103,15 @@ type memFamily struct {
 	idle          uint32 // idle timeout in seconds
 	exp           uint32 // absolute end
 	reused        bool
+	rotated       bool     // at is a rotation's, not the begin's
+	meta          *memMeta // what List shows; never modified (a step-up stores a copy)
+}
+
+// memMeta is what a family keeps for DeviceStore.List.
+type memMeta struct {
+	created             int64 // Unix ms
+	client, acr         string
+	deviceLabel, device string // label, IP prefix
 }
 
 // clone returns a copy of f, to store.
@@ -138,7 +155,7 @@ func NewMemoryStore(cfg MemoryConfig) (*MemoryStore, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &MemoryStore{capacity: int64(cfg.Capacity), now: cfg.Now, epoch: birth(cfg.Now()).Unix(), subjects: map[string]map[JTI]struct{}{}}
+	s := &MemoryStore{capacity: int64(cfg.Capacity), now: cfg.Now, epoch: birth(cfg.Now()).Unix(), subjects: map[string]*memIndex{}}
 	for i := range s.shards {
 		s.shards[i].m.init()
 		s.shards[i].fam.init()
@@ -344,7 +361,12 @@ func (s *MemoryStore) Begin(ctx context.Context, f store.Family) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	now := s.clock(s.now())
+	wall := s.now()
+	now := s.clock(wall)
+	created := f.Created
+	if created.IsZero() {
+		created = wall
+	}
 	mf := memFamily{
 		subject: f.Subject,
 		gen:     f.Generation,
@@ -352,12 +374,13 @@ func (s *MemoryStore) Begin(ctx context.Context, f store.Family) error {
 		at:      now,
 		idle:    uint32(min(max(f.IdleTimeout/time.Second, 1), math.MaxUint32)),
 		exp:     s.clock(f.ExpiresAt),
+		meta:    &memMeta{created: created.UnixMilli(), client: f.ClientID, acr: f.ACR, deviceLabel: f.Device.Label, device: f.Device.IP},
 	}
 	if mf.exp <= now {
 		return fmt.Errorf("%w: family already expired", ErrConfig)
 	}
 	for swept := false; ; swept = true {
-		full, err := s.tryBegin(f.ID, mf, now)
+		full, err := s.tryBegin(f.ID, mf, max(f.Limit, 0), now)
 		if !full {
 			return err
 		}
@@ -369,14 +392,15 @@ func (s *MemoryStore) Begin(ctx context.Context, f store.Family) error {
 
 // tryBegin is one attempt of Begin: the family and its index entry are
 // added under the index lock, so EndSubject (which holds it throughout)
-// is ordered entirely before or after. The index forgets ended families
-// as they are swept (unindexEnded), so a login costs the same however many
-// families its subject has. full reports that the store is at capacity.
-func (s *MemoryStore) tryBegin(sid JTI, mf memFamily, now uint32) (full bool, err error) {
+// is ordered entirely before or after, and so are the families the limit
+// ends. The index forgets ended families as they are swept (unindexEnded),
+// so a login costs the same however many families its subject has, but
+// for the limit: a subject at it has its index read whole (O(limit)).
+// full reports that the store is at capacity (nothing was changed).
+func (s *MemoryStore) tryBegin(sid JTI, mf memFamily, limit int, now uint32) (full bool, err error) {
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
 	s.unindexEnded()
-	fams := s.subjects[mf.subject]
 	sh := s.shard(sid)
 	sh.mu.Lock()
 	s.maybeSweep(sh, now)
@@ -388,18 +412,63 @@ func (s *MemoryStore) tryBegin(sid JTI, mf memFamily, now uint32) (full bool, er
 		sh.mu.Unlock()
 		return true, nil
 	}
+	sh.mu.Unlock()
+	// Counted, not yet stored: no one else can store sid (Begin holds
+	// subMu), and the oldest families end before it is seen.
+	x := s.subjects[mf.subject]
+	if x == nil {
+		x = &memIndex{created: map[JTI]int64{}}
+		s.subjects[mf.subject] = x
+	}
+	s.limit(x, mf.subject, limit, now)
+	sh.mu.Lock()
 	sh.fam.put(sid, &mf)
 	sh.grew()
 	sh.mu.Unlock()
 	if !s.began.Load() { // readers share its cache line: write it once
 		s.began.Store(true)
 	}
-	if fams == nil {
-		fams = map[JTI]struct{}{}
-		s.subjects[mf.subject] = fams
-	}
-	fams[sid] = struct{}{}
+	x.add(sid, mf.meta.created)
 	return false, nil
+}
+
+// limit ends subject's oldest live families, so that with one more at
+// most limit are live (0: no limit), and forgets the index entries of
+// families gone. The caller holds subMu.
+func (s *MemoryStore) limit(x *memIndex, subject string, limit int, now uint32) {
+	if limit <= 0 || x.len() < limit {
+		return
+	}
+	var live, gone []JTI
+	for _, e := range x.order {
+		switch f := s.shard(e.id).fam.get(e.id); {
+		case f == nil || f.subject != subject || f.end() <= now:
+			gone = append(gone, e.id)
+		case !f.reused: // a reused family is not live, and stays for EndSubject
+			live = append(live, e.id)
+		}
+	}
+	for _, sid := range live[:max(len(live)-limit+1, 0)] {
+		s.endLocked(subject, sid)
+		gone = append(gone, sid)
+	}
+	x.remove(gone...)
+}
+
+// endLocked ends the family sid if it is subject's, and reports whether
+// it was live (not revoked for reuse, not expired). The caller holds
+// subMu and updates the index.
+func (s *MemoryStore) endLocked(subject string, sid JTI) (live bool) {
+	sh := s.shard(sid)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	f := sh.fam.get(sid)
+	if f == nil || f.subject != subject {
+		return false
+	}
+	sh.fam.del(sid)
+	s.count.Add(-1)
+	return !f.reused && f.end() > s.clock(s.now())
 }
 
 // Rotate implements store.SessionStore.
@@ -435,7 +504,12 @@ func (s *MemoryStore) Rotate(ctx context.Context, r store.Rotation) (store.Rotat
 		switch {
 		case f.gen == r.Generation:
 			f.gen++
-			f.prev, f.current, f.nonce, f.at = JTI{}, r.Next, r.Nonce, now
+			f.prev, f.current, f.nonce, f.at, f.rotated = JTI{}, r.Next, r.Nonce, now, true
+			if r.ACR != "" && f.meta != nil {
+				m := *f.meta
+				m.acr = r.ACR
+				f.meta = &m
+			}
 			sh.fam.put(r.Session, f.clone())
 			return answer(store.Live, false)
 		case f.gen == r.Generation+1 && f.nonce == r.Nonce && r.Nonce != 0:
@@ -445,7 +519,7 @@ func (s *MemoryStore) Rotate(ctx context.Context, r store.Rotation) (store.Rotat
 	}
 	switch {
 	case f.gen == r.Generation && f.current == r.Presented:
-		f.prev, f.current, f.nonce, f.at = r.Presented, r.Next, r.Nonce, now
+		f.prev, f.current, f.nonce, f.at, f.rotated = r.Presented, r.Next, r.Nonce, now, true
 		sh.fam.put(r.Session, f.clone())
 		return answer(store.Live, false)
 	case f.gen == r.Generation && f.prev == r.Presented && !f.prev.IsZero() &&
@@ -457,29 +531,19 @@ func (s *MemoryStore) Rotate(ctx context.Context, r store.Rotation) (store.Rotat
 	return answer(store.Reused, false)
 }
 
-// End implements store.SessionStore.
+// End implements store.SessionStore. The family and its index entry go
+// together, under the index lock.
 func (s *MemoryStore) End(ctx context.Context, subject string, sid JTI) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	sh := s.shard(sid)
-	sh.mu.Lock()
-	f := sh.fam.get(sid)
-	ok := f != nil && f.subject == subject
-	if ok {
-		sh.fam.del(sid)
-		s.count.Add(-1)
-	}
-	sh.mu.Unlock()
-	if ok {
-		s.subMu.Lock()
-		if fams := s.subjects[subject]; fams != nil {
-			delete(fams, sid)
-			if len(fams) == 0 {
-				delete(s.subjects, subject)
-			}
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	s.endLocked(subject, sid)
+	if x := s.subjects[subject]; x != nil {
+		if x.remove(sid); x.len() == 0 {
+			delete(s.subjects, subject)
 		}
-		s.subMu.Unlock()
 	}
 	return nil
 }
@@ -493,22 +557,215 @@ func (s *MemoryStore) EndSubject(ctx context.Context, subject string) (int, erro
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
 	s.unindexEnded()
-	now := s.clock(s.now())
 	n := 0
-	for sid := range s.subjects[subject] {
-		sh := s.shard(sid)
-		sh.mu.Lock()
-		if f := sh.fam.get(sid); f != nil && f.subject == subject {
-			sh.fam.del(sid)
-			s.count.Add(-1)
-			if !f.reused && f.end() > now {
+	if x := s.subjects[subject]; x != nil {
+		for _, e := range x.order {
+			if s.endLocked(subject, e.id) {
 				n++ // only families that were live count as ended
 			}
 		}
-		sh.mu.Unlock()
 	}
 	delete(s.subjects, subject)
 	return n, nil
+}
+
+var _ store.DeviceStore = (*MemoryStore)(nil)
+
+// Pages of MemoryStore.List, as the Redis store's.
+const (
+	memDefaultPage = 50
+	memMaxPage     = 200
+)
+
+// List implements store.DeviceStore: up to limit (50 when limit <= 0, at
+// most 200) of subject's live families, oldest (by Created, then sid)
+// first, after cursor. It holds the index lock, so a page is a consistent
+// view; entries of families gone are forgotten on the way.
+func (s *MemoryStore) List(ctx context.Context, subject, cursor string, limit int) ([]store.Session, string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, "", err
+	}
+	switch {
+	case limit <= 0:
+		limit = memDefaultPage
+	case limit > memMaxPage:
+		limit = memMaxPage
+	}
+	after, err := parseMemCursor(cursor)
+	if err != nil {
+		return nil, "", err
+	}
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	s.unindexEnded()
+	x := s.subjects[subject]
+	if x == nil {
+		return nil, "", nil
+	}
+	now := s.clock(s.now())
+	var (
+		page []store.Session
+		gone []JTI
+		next string
+	)
+	i := 0
+	if cursor != "" {
+		i = x.after(after)
+	}
+	for ; i < len(x.order); i++ {
+		e := x.order[i]
+		if len(page) == limit {
+			last := x.order[i-1]
+			next = strconv.FormatInt(last.created, 10) + "." + last.id.String()
+			break
+		}
+		f := s.shard(e.id).fam.get(e.id)
+		switch {
+		case f == nil || f.subject != subject || f.end() <= now:
+			gone = append(gone, e.id)
+		case !f.reused:
+			page = append(page, s.session(e.id, f))
+		}
+	}
+	// The entry at the cursor is the page's last, listed: it is not gone.
+	if x.remove(gone...); x.len() == 0 {
+		delete(s.subjects, subject)
+	}
+	return page, next, nil
+}
+
+// session is the family f, sid, as List reports it.
+func (s *MemoryStore) session(sid JTI, f *memFamily) store.Session {
+	m := f.meta
+	if m == nil {
+		m = &memMeta{}
+	}
+	ss := store.Session{
+		Family: store.Family{
+			ID: sid, Subject: f.subject, Generation: f.gen,
+			ExpiresAt: s.unclock(f.exp), IdleTimeout: time.Duration(f.idle) * time.Second,
+			Created: time.UnixMilli(m.created), ClientID: m.client, ACR: m.acr,
+			Device: store.Device{Label: m.deviceLabel, IP: m.device},
+		},
+		Refreshed: time.UnixMilli(m.created),
+	}
+	if f.rotated {
+		ss.Refreshed = s.unclock(f.at)
+	}
+	return ss
+}
+
+// parseMemCursor reads a cursor of List: "<created ms>.<sid>".
+func parseMemCursor(c string) (memIndexEntry, error) {
+	if c == "" {
+		return memIndexEntry{}, nil
+	}
+	ms, sid, ok := strings.Cut(c, ".")
+	created, err := strconv.ParseInt(ms, 10, 64)
+	if !ok || err != nil {
+		return memIndexEntry{}, fmt.Errorf("%w: not a List cursor", ErrConfig)
+	}
+	id, err := ParseJTI(sid)
+	if err != nil {
+		return memIndexEntry{}, fmt.Errorf("%w: not a List cursor", ErrConfig)
+	}
+	return memIndexEntry{created: created, id: id}, nil
+}
+
+// EndOthers implements store.DeviceStore: EndSubject but for keep, under
+// the index lock throughout.
+func (s *MemoryStore) EndOthers(ctx context.Context, subject string, keep JTI) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	s.unindexEnded()
+	x := s.subjects[subject]
+	if x == nil {
+		return 0, nil
+	}
+	n := 0
+	var gone []JTI
+	for _, e := range x.order {
+		if e.id == keep {
+			continue
+		}
+		if s.endLocked(subject, e.id) {
+			n++
+		}
+		gone = append(gone, e.id)
+	}
+	if x.remove(gone...); x.len() == 0 {
+		delete(s.subjects, subject)
+	}
+	return n, nil
+}
+
+// memIndex is a subject's families, ordered by creation (then sid) for
+// List and the limit. Only the holder of subMu uses it.
+type memIndex struct {
+	created map[JTI]int64 // sid -> created (Unix ms)
+	order   []memIndexEntry
+}
+
+type memIndexEntry struct {
+	created int64
+	id      JTI
+}
+
+func compareEntries(a, b memIndexEntry) int {
+	if a.created != b.created {
+		if a.created < b.created {
+			return -1
+		}
+		return 1
+	}
+	return bytes.Compare(a.id[:], b.id[:])
+}
+
+func (x *memIndex) len() int { return len(x.order) }
+
+func (x *memIndex) add(id JTI, created int64) {
+	if _, ok := x.created[id]; ok {
+		return
+	}
+	x.created[id] = created
+	e := memIndexEntry{created, id}
+	i, _ := slices.BinarySearchFunc(x.order, e, compareEntries)
+	x.order = slices.Insert(x.order, i, e)
+}
+
+// remove drops ids from the index in one pass over it.
+func (x *memIndex) remove(ids ...JTI) {
+	n := 0
+	for _, id := range ids {
+		if _, ok := x.created[id]; ok {
+			delete(x.created, id)
+			n++
+		}
+	}
+	if n > 0 {
+		x.compact()
+	}
+}
+
+// compact drops the entries no longer in created.
+func (x *memIndex) compact() {
+	x.order = slices.DeleteFunc(x.order, func(e memIndexEntry) bool {
+		_, ok := x.created[e.id]
+		return !ok
+	})
+}
+
+// after returns the position of the first entry after e, whether or not e
+// is in the index.
+func (x *memIndex) after(e memIndexEntry) int {
+	i, found := slices.BinarySearchFunc(x.order, e, compareEntries)
+	if found {
+		i++
+	}
+	return i
 }
 
 // maybeSweep sweeps sh if its sweep is due. The caller holds sh.
@@ -579,8 +836,8 @@ func (s *MemoryStore) Sweep() int {
 	// The subject index forgets ended families here and at each Begin.
 	s.subMu.Lock()
 	s.unindexEnded()
-	for subject, fams := range s.subjects {
-		if s.prune(fams); len(fams) == 0 {
+	for subject, x := range s.subjects {
+		if s.prune(x); x.len() == 0 {
 			delete(s.subjects, subject)
 		}
 	}
@@ -588,19 +845,28 @@ func (s *MemoryStore) Sweep() int {
 	return s.Len()
 }
 
-// unindexEnded drops the index entries of families swept away. The caller
-// holds subMu.
+// unindexEnded drops the index entries of families swept away, one pass
+// over each subject's index. The caller holds subMu.
 func (s *MemoryStore) unindexEnded() {
 	s.endedMu.Lock()
 	ended := s.ended
 	s.ended = nil
 	s.endedMu.Unlock()
+	if len(ended) == 0 {
+		return
+	}
+	touched := map[string]*memIndex{}
 	for _, f := range ended {
-		if fams := s.subjects[f.subject]; fams != nil {
-			delete(fams, f.sid)
-			if len(fams) == 0 {
-				delete(s.subjects, f.subject)
+		if x := s.subjects[f.subject]; x != nil {
+			if _, ok := x.created[f.sid]; ok {
+				delete(x.created, f.sid)
+				touched[f.subject] = x
 			}
+		}
+	}
+	for subject, x := range touched {
+		if x.compact(); x.len() == 0 {
+			delete(s.subjects, subject)
 		}
 	}
 }
@@ -608,12 +874,14 @@ func (s *MemoryStore) unindexEnded() {
 // prune drops from a subject's index the families that have been swept
 // away. The caller holds subMu (the lock order is subMu, then a shard;
 // reading a family takes no lock).
-func (s *MemoryStore) prune(fams map[JTI]struct{}) {
-	for id := range fams {
-		if s.shard(id).fam.get(id) == nil {
-			delete(fams, id)
+func (s *MemoryStore) prune(x *memIndex) {
+	var gone []JTI
+	for _, e := range x.order {
+		if s.shard(e.id).fam.get(e.id) == nil {
+			gone = append(gone, e.id)
 		}
 	}
+	x.remove(gone...)
 }
 
 // Len returns the number of entries and families held, expired ones not
