@@ -15,6 +15,11 @@
 // -dpop-nonces turns server nonces on. Curl cannot sign proofs: see
 // examples/dpopclient.
 //
+// Users see their signed-in devices (GET /sessions) and sign one out
+// (DELETE /sessions/{sid}) or all but the current one (POST
+// /sessions/others/logout). With -metrics it serves GET /metrics for
+// Prometheus.
+//
 // The password grant is deprecated for new designs (RFC 9700); it is here
 // because many servers still run it, and jtiguard makes the rest of such an
 // endpoint safe. The second factor is a fixed demo code.
@@ -67,6 +72,7 @@ func run(args []string, out io.Writer) error {
 	accessTTL := fs.Duration("access-ttl", 5*time.Minute, "access token lifetime")
 	grace := fs.Duration("refresh-grace", 0, "refresh token grace window (0: the library default, 10s; negative: off; at most 60s)")
 	issuer := fs.String("issuer", "", "the iss of every token; default http://ADDR (give replicas behind one name the same)")
+	metrics := fs.Bool("metrics", false, "serve GET /metrics: verifications, cache, store latency and events in the Prometheus format (jtiprom)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -78,6 +84,7 @@ func run(args []string, out io.Writer) error {
 		KeyDir:       *keyDir,
 		RedisAddr:    *redisAddr,
 		Logger:       slog.New(slog.NewTextHandler(os.Stderr, nil)),
+		Metrics:      *metrics,
 	}
 	keyFileSet := false
 	fs.Visit(func(f *flag.Flag) { keyFileSet = keyFileSet || f.Name == "key-file" })
@@ -251,6 +258,16 @@ func walkthrough(base string, cfg tokenserver.Config) string {
   curl -s -H "Authorization: Bearer $AT" -d action_token=$ACT %[1]s/transfer   # done
   curl -s -H "Authorization: Bearer $AT" -d action_token=$ACT %[1]s/transfer   # replay refused
 
+  # signed-in devices: each login keeps its device (browser or program, and a /24 or /48 of the address)
+  PHONE=$(curl -s -A "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) Safari/604.1" -u %[2]s -d grant_type=password -d username=%[3]s -d password=%[4]s %[1]s/token | jq -r .access_token)
+  TV=$(curl -s -A "SmartTV/2.0" -u %[2]s -d grant_type=password -d username=%[3]s -d password=%[4]s %[1]s/token | jq -r .access_token)
+  curl -s -H "Authorization: Bearer $AT" %[1]s/sessions | jq       # %[3]s's sessions, oldest first; "current": this one
+  curl -s -H "Authorization: Bearer $AT" "%[1]s/sessions?limit=1" | jq -r .next   # pages: ?cursor=<next>
+  SID=$(curl -s -H "Authorization: Bearer $PHONE" %[1]s/me | jq -r .sid)
+  curl -si -X DELETE -H "Authorization: Bearer $AT" %[1]s/sessions/$SID | head -1   # 204 (for any sid: no oracle)
+  curl -s -H "Authorization: Bearer $PHONE" %[1]s/me                  # the phone is signed out at once
+  curl -s -X POST -H "Authorization: Bearer $AT" %[1]s/sessions/others/logout   # the TV too: all but this one
+
   # revoke (RFC 7009); log out; log out everywhere; the public keys
   curl -s -u %[2]s -d token=$AT %[1]s/revoke
   curl -s -H "Authorization: Bearer $AT" %[1]s/me                              # revoked
@@ -283,6 +300,12 @@ func walkthrough(base string, cfg tokenserver.Config) string {
   # calls /dpop/me, refreshes, and plays the thief with the stolen tokens
   go -C examples run ./dpopclient -server %[1]s%[2]s
 `, base, args)
+	}
+	if cfg.Metrics {
+		s += fmt.Sprintf(`
+  # metrics (-metrics): verifications by class and reason, store latency per operation, events
+  curl -s %[1]s/metrics | grep '^jtiguard_'
+`, base)
 	}
 	return s + "\n"
 }

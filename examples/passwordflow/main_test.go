@@ -77,3 +77,22 @@ func TestWalkthroughDPoP(t *testing.T) {
 	cfg.PublicClientID = ""
 	assert.Contains(t, walkthrough("http://x", cfg), "go -C examples run ./dpopclient -server http://x -client c -secret s\n")
 }
+
+func TestWalkthroughSessions(t *testing.T) {
+	cfg := tokenserver.Config{Users: map[string]string{"alice": "secret"}, ClientID: "c", ClientSecret: "s"}
+	w := walkthrough("http://x", cfg)
+	for _, want := range []string{
+		`curl -s -H "Authorization: Bearer $AT" http://x/sessions | jq`,
+		`curl -si -X DELETE -H "Authorization: Bearer $AT" http://x/sessions/$SID`,
+		`curl -s -X POST -H "Authorization: Bearer $AT" http://x/sessions/others/logout`,
+	} {
+		assert.Contains(t, w, want)
+	}
+}
+
+func TestWalkthroughMetrics(t *testing.T) {
+	cfg := tokenserver.Config{Users: map[string]string{"alice": "secret"}, ClientID: "c", ClientSecret: "s"}
+	assert.NotContains(t, walkthrough("http://x", cfg), "/metrics")
+	cfg.Metrics = true
+	assert.Contains(t, walkthrough("http://x", cfg), "curl -s http://x/metrics")
+}

@@ -1,7 +1,9 @@
 // Package tokenserver is the passwordflow example's server: an OAuth 2.0
 // token server for the password and refresh_token grants, with a small
-// protected API, token revocation (RFC 7009) and introspection (RFC 7662)
-// for resource servers, and DPoP (RFC 9449) when Config.ExternalURL is set:
+// protected API, a signed-in devices API (GET /sessions, DELETE
+// /sessions/{sid}, POST /sessions/others/logout), token revocation (RFC
+// 7009) and introspection (RFC 7662) for resource servers, and DPoP (RFC
+// 9449) when Config.ExternalURL is set:
 // tokens bound to the client's key, and GET /dpop/me, which takes nothing
 // else. It is a package of its own so that the resource server's tests
 // (examples/resourceserver) run it in process.
@@ -24,7 +26,12 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/jtiguard/jtiguard"
+	"github.com/jtiguard/jtiguard/jtiprom"
 	"github.com/jtiguard/jtiguard/redisstore"
 )
 
@@ -73,6 +80,11 @@ type Config struct {
 	KeyDir    string
 	RedisAddr string // empty: the in-memory store
 	Logger    *slog.Logger
+	// Metrics serves GET /metrics: the Verifier's verifications, cache,
+	// store calls and events (jtiprom), and the Go runtime's, in the
+	// Prometheus text format. On the API's own listener for the example;
+	// a real server keeps it on an internal one.
+	Metrics bool
 }
 
 // Server is the password-flow token server and its small API.
@@ -88,6 +100,7 @@ type Server struct {
 	closers  []func()
 	mux      *http.ServeMux
 	handler  http.Handler
+	metrics  http.Handler // nil: no /metrics
 }
 
 const (
@@ -149,12 +162,23 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	var obs *jtiguard.Observer
+	if cfg.Metrics {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		if obs, err = jtiprom.New(reg, jtiprom.Options{}); err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	}
 	s.verifier, err = jtiguard.NewVerifier(s.keys, jtiguard.VerifierConfig{
 		Issuer:    cfg.Issuer,
 		Audience:  cfg.Issuer + "/api",
 		Store:     st,
 		Logger:    cfg.Logger,
 		ACRLevels: []string{"pwd", "mfa"},
+		Observer:  obs, // nil without -metrics
 	})
 	if err != nil {
 		s.Close()
@@ -240,13 +264,13 @@ func (s *Server) routes() {
 		public := s.cfg.PublicClientID != "" && id == s.cfg.PublicClientID && secret == ""
 		return confidential || public
 	}
-	s.mux.Handle("POST /token", &jtiguard.TokenEndpoint{
+	s.mux.Handle("POST /token", withDevice(&jtiguard.TokenEndpoint{
 		Sessions: s.sessions,
 		Clients:  clients,
 		Password: s.checkPassword,
 		Realm:    "passwordflow",
 		DPoP:     s.dpop, // nil: DPoP headers are ignored, tokens are Bearer
-	})
+	}))
 	s.mux.Handle("POST /revoke", &jtiguard.RevocationEndpoint{Verifier: s.verifier, Clients: clients, Realm: "passwordflow"})
 	s.mux.Handle("POST /introspect", &jtiguard.IntrospectionEndpoint{Verifier: s.verifier, Clients: s.resourceServer, Realm: "passwordflow"})
 	s.mux.Handle("GET /.well-known/jwks.json", jtiguard.JWKSHandler(s.keys, 5*time.Minute))
@@ -263,7 +287,11 @@ func (s *Server) routes() {
 		s.guard.Consume(purpose, jtiguard.FormValue("action_token"))(http.HandlerFunc(s.transfer))))
 	s.mux.Handle("POST /logout", s.guard.Authenticate(http.HandlerFunc(s.logout)))
 	s.mux.Handle("POST /logout-all", s.guard.Authenticate(http.HandlerFunc(s.logoutAll)))
+	s.sessionRoutes()
 	s.mux.HandleFunc("GET /healthz", s.healthz)
+	if s.metrics != nil {
+		s.mux.Handle("GET /metrics", s.metrics)
+	}
 }
 
 // healthz is the readiness probe: 503 while the store cannot answer (a
@@ -285,8 +313,9 @@ func (s *Server) resourceServer(_ context.Context, id, secret string) bool {
 }
 
 // checkPassword is the password grant's credential check: the part a real
-// server does against its user database.
-func (s *Server) checkPassword(_ context.Context, _, username, password, scope string) (jtiguard.Login, error) {
+// server does against its user database. The login records the device the
+// request came from (withDevice), for GET /sessions.
+func (s *Server) checkPassword(ctx context.Context, _, username, password, scope string) (jtiguard.Login, error) {
 	want, ok := s.cfg.Users[username]
 	if !jtiguard.SecretsEqual(password, want) || !ok {
 		return jtiguard.Login{}, errors.New("bad credentials")
@@ -299,7 +328,7 @@ func (s *Server) checkPassword(_ context.Context, _, username, password, scope s
 			return jtiguard.Login{}, errors.New("scope not allowed")
 		}
 	}
-	return jtiguard.Login{Subject: username, Scope: scope, ACR: "pwd", AMR: []string{"pwd"}}, nil
+	return jtiguard.Login{Subject: username, Scope: scope, ACR: "pwd", AMR: []string{"pwd"}, Device: deviceFrom(ctx)}, nil
 }
 
 func claims(r *http.Request) *jtiguard.Claims {
