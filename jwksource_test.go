@@ -655,3 +655,36 @@ func TestRemoteKeysClient(t *testing.T) {
 	require.Error(t, err, "connection refused")
 	assert.NotContains(t, err.Error(), "hunter2")
 }
+
+// TestRemoteKeysObserver: each fetch, the first one included, reaches
+// KeysFetched with its outcome and key count, and a failed one reaches the
+// Observer's Event hook as well as OnEvent.
+func TestRemoteKeysObserver(t *testing.T) {
+	_, issKeys := signingSet(t, "a")
+	srv := newJWKSServer(t, issKeys)
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{}
+		r := newRemote(t, srv, jtiguard.RemoteKeysConfig{Observer: rec.observer()})
+		require.Len(t, rec.fetches, 1)
+		f := rec.fetches[0]
+		assert.Equal(t, srv.URL, f.URL)
+		assert.Equal(t, 1, f.Keys)
+		assert.True(t, f.Changed)
+		assert.NoError(t, f.Err)
+		assert.False(t, f.Start.IsZero())
+
+		srv.set(func(s *jwksServer) { s.status = http.StatusServiceUnavailable })
+		time.Sleep(5 * time.Minute) // the default refresh, without Cache-Control
+		synctest.Wait()
+		rec.mu.Lock()
+		require.Len(t, rec.fetches, 2)
+		f = rec.fetches[1]
+		rec.mu.Unlock()
+		assert.ErrorContains(t, f.Err, "status 503")
+		assert.Equal(t, 1, f.Keys, "the last good keys are kept")
+		assert.False(t, f.Changed)
+		assert.Equal(t, []jtiguard.EventKind{jtiguard.EventKeysFetchFailed}, rec.kinds())
+		assert.Equal(t, 1, r.events.count(jtiguard.EventKeysFetchFailed))
+		assert.Empty(t, rec.ver, "a RemoteKeys verifies nothing")
+	})
+}
