@@ -63,7 +63,9 @@ bench:
 		echo "bench: benchstat not found: installing golang.org/x/perf/cmd/benchstat@$(BENCHSTAT_VERSION) with go install"; \
 		$(GO) install golang.org/x/perf/cmd/benchstat@$(BENCHSTAT_VERSION); }
 	cd bench && $(GO) test -run '^$$' -bench 'Verify$$|Sessions|MemoryPerEntry' -benchmem -count=6 -benchtime=400ms . > ../docs/bench.txt
-	cd bench && $(GO) test -run '^$$' -bench 'VerifyParallel' -benchmem -count=6 -cpu=1,2 -benchtime=400ms . >> ../docs/bench.txt
+	cd bench && $(GO) test -run '^$$' -bench 'VerifyParallel|WarmParallel' -benchmem -count=6 -cpu=1,2 -benchtime=400ms . >> ../docs/bench.txt
+	cd bench && $(GO) test -run '^$$' -bench 'Warm$$|Repeated64' -benchmem -count=6 -benchtime=400ms . >> ../docs/bench.txt
+	cd bench && $(GO) test -run '^$$' -bench 'Revoke$$' -count=1 -benchtime=200x . >> ../docs/bench.txt
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" benchstat docs/bench.txt > docs/benchstat.txt
 	cd bench && $(GO) run ./cmd/benchreport -in ../docs/bench.txt -md ../docs/bench.md -svg ../docs/bench.svg -readme ../README.md
 	@echo "bench: wrote docs/bench.txt, docs/benchstat.txt, docs/bench.md, docs/bench.svg and the README section"

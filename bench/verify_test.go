@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"math/big"
 	"runtime"
 	"strings"
@@ -95,7 +96,7 @@ func (s *setup) verifier(b *testing.B, store store.Store) *jtiguard.Verifier {
 	if store == nil {
 		store = s.store
 	}
-	v, err := jtiguard.NewVerifier(s.keys, jtiguard.VerifierConfig{Issuer: issuer, Audience: audience, Store: store})
+	v, err := jtiguard.NewVerifier(s.keys, jtiguard.VerifierConfig{Issuer: issuer, Audience: audience, Store: store, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -157,6 +157,9 @@ func (s *Store) EndOthers(ctx context.Context, subject string, keep jtiguard.JTI
 	b := bucket(subject)
 	tag := s.tag(b)
 	_, n, _, err := s.do(ctx, b, endOthersScript, []string{s.indexKey(tag, subject), tag + ":e"}, subject, keep.String())
+	if err == nil {
+		err = s.settleKill(ctx, time.Now())
+	}
 	if err != nil {
 		return 0, wrap("end others", err)
 	}

@@ -41,7 +41,7 @@ func TestLaggingReplicaFailover(t *testing.T) {
 			}
 			open := func() (*replica, func(context.Context)) {
 				c := clusterClient(t, cl.Addrs())
-				s, err := redisstore.New(ctx, redisstore.Config{Client: c, Prefix: prefix, CacheSize: -1, MaxClockSkew: testSkew, Replicas: replicas})
+				s, err := redisstore.New(ctx, redisstore.Config{Client: c, Prefix: prefix, CacheSize: -1, MaxClockSkew: testSkew, Lease: testLease, Replicas: replicas})
 				require.NoError(t, err)
 				t.Cleanup(s.Close)
 				return newReplica(t, keys, s), c.ReloadState

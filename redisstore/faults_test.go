@@ -174,7 +174,7 @@ func TestSameSecondRestart(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, r.ver.Revoke(context.Background(), revoked))
 	srv.Restart()
-	fresh, err := redisstore.New(context.Background(), redisstore.Config{Client: standaloneClient(t, srv.Addr()), Prefix: prefix, CacheSize: -1, MaxClockSkew: testSkew})
+	fresh, err := redisstore.New(context.Background(), redisstore.Config{Client: standaloneClient(t, srv.Addr()), Prefix: prefix, CacheSize: -1, MaxClockSkew: testSkew, Lease: testLease})
 	require.NoError(t, err)
 	t.Cleanup(fresh.Close)
 	t.Logf("used, revoked, restarted and reopened in %v", time.Since(start))
@@ -195,7 +195,7 @@ func TestSameSecondRestart(t *testing.T) {
 func TestEvictingPolicyRefused(t *testing.T) {
 	srv := redistest.Start(t, "--maxmemory-policy", "volatile-lru")
 	client := standaloneClient(t, srv.Addr())
-	_, err := redisstore.New(context.Background(), redisstore.Config{Client: client, MaxClockSkew: testSkew})
+	_, err := redisstore.New(context.Background(), redisstore.Config{Client: client, MaxClockSkew: testSkew, Lease: testLease})
 	require.ErrorIs(t, err, jtiguard.ErrConfig)
 	require.ErrorContains(t, err, "volatile-lru")
 
@@ -299,7 +299,7 @@ func TestRevokeIDAcrossReplicas(t *testing.T) {
 	keys := testKeys(t)
 	a := newReplica(t, keys, newStore(t, standaloneClient(t, srv.Addr()), 0))
 	prefix := prefixOf(t, nil, standaloneClient(t, srv.Addr()))
-	storeB, err := redisstore.New(context.Background(), redisstore.Config{Client: standaloneClient(t, srv.Addr()), Prefix: prefix, MaxClockSkew: testSkew})
+	storeB, err := redisstore.New(context.Background(), redisstore.Config{Client: standaloneClient(t, srv.Addr()), Prefix: prefix, MaxClockSkew: testSkew, Lease: testLease})
 	require.NoError(t, err)
 	t.Cleanup(storeB.Close)
 	b := newReplica(t, keys, storeB)

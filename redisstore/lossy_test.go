@@ -59,7 +59,7 @@ func newLossyEnv(t *testing.T, fraction float64, seed uint64) *lossyEnv {
 
 	proxy := redistest.NewProxy(t, srv.Addr())
 	viaProxy := standaloneClient(t, proxy.Addr()) // go-redis defaults: MaxRetries 3
-	lossyStore, err := redisstore.New(context.Background(), redisstore.Config{Client: viaProxy, Prefix: prefix, CacheSize: -1, MaxClockSkew: testSkew})
+	lossyStore, err := redisstore.New(context.Background(), redisstore.Config{Client: viaProxy, Prefix: prefix, CacheSize: -1, MaxClockSkew: testSkew, Lease: testLease})
 	require.NoError(t, err)
 	t.Cleanup(lossyStore.Close)
 	// Armed only now: New's script loads and markers went through intact.

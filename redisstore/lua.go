@@ -58,6 +58,7 @@ import "github.com/redis/go-redis/v9"
 
 // prelude is shared by the scripts.
 const prelude = `
+local headLen = 6
 local function nowms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -132,10 +133,14 @@ end
 `
 
 // check: KEYS jti, marker[, family]; ARGV seen q, no stamp, gen, iat (Unix
-// s).
+// s). A Live token of a family gets its family's remaining time (ms) after
+// the head: a local answer lasts no longer.
 const checkSource = "#!lua flags=no-writes\n" + prelude + `
 if not open(KEYS[2]) then return lost(3) end
-return head(state(KEYS[1], KEYS[3] or false, ARGV[3], ARGV[4]))
+local st = state(KEYS[1], KEYS[3] or false, ARGV[3], ARGV[4])
+local h = head(st)
+if st == 0 and KEYS[3] then h[headLen + 1] = redis.call('PTTL', KEYS[3]) end
+return h
 `
 
 var checkScript = redis.NewScript(checkSource)
@@ -209,7 +214,7 @@ return {1, tonumber(ARGV[1])}
 // created (ms; 0: now), limit (0: none), client, acr, device label, device
 // IP. The family and its index entry are written together, the family
 // under the marker's generation. A retried begin finds the family and
-// changes nothing.
+// changes nothing. After the head: how many live families the limit ended.
 //
 // The index forgets a few gone families at random each time (a login
 // costs the same however many families the subject has: families expire
@@ -221,6 +226,7 @@ var beginScript = redis.NewScript("#!lua\n" + prelude + `
 if not open(KEYS[3]) then return lost(3) end
 if redis.call('EXISTS', KEYS[1]) == 1 then return head(0) end
 local p, subject, limit = ARGV[8], ARGV[7], tonumber(ARGV[11])
+local ended = 0
 index(KEYS[2], p)
 for _, sid in ipairs(redis.call('ZRANDMEMBER', KEYS[2], 8)) do
   if not famstate(p, sid, subject) then redis.call('ZREM', KEYS[2], sid) end
@@ -235,6 +241,7 @@ if limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then
   for i = 1, #live - limit + 1 do
     redis.call('DEL', p .. ':f:' .. live[i])
     redis.call('ZREM', KEYS[2], live[i])
+    ended = ended + 1
   end
 end
 local now = nowms()
@@ -248,7 +255,9 @@ redis.call('HSET', KEYS[1], 'gen', ARGV[3], 'cur', ARGV[4], 'prev', '', 'nonce',
   'c', fmt(created), 'cl', ARGV[12], 'acr', ARGV[13], 'dl', ARGV[14], 'di', ARGV[15])
 redis.call('PEXPIREAT', KEYS[1], fmt(math.min(tonumber(ARGV[6]), now + tonumber(ARGV[5]))))
 bump()
-return head(0)
+local h = head(0)
+h[headLen + 1] = ended
+return h
 `)
 
 // rotate: KEYS family, presented jti, marker; ARGV seen q, stamp,

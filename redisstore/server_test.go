@@ -97,20 +97,38 @@ func (p *dropFirstReply) serve() {
 	}
 }
 
-// roundTrips counts the commands sent to Redis, a pipeline counting as one
-// round trip per node it reaches.
+// roundTrips counts the round trips of the store's operations: each
+// script sent, a pipeline counting as one round trip per node it reaches.
+// What the store does in the background (its health checks every second,
+// reading the deployment's lease) is not counted: it runs beside an
+// operation, not in it.
 type roundTrips struct{ n atomic.Int64 }
+
+func isScript(cmd redis.Cmder) bool {
+	switch cmd.Name() {
+	case "eval", "evalsha", "eval_ro", "evalsha_ro", "script":
+		return true
+	}
+	return false
+}
 
 func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		r.n.Add(1)
+		if isScript(cmd) {
+			r.n.Add(1)
+		}
 		return next(ctx, cmd)
 	}
 }
 func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		r.n.Add(1)
+		for _, c := range cmds {
+			if isScript(c) {
+				r.n.Add(1)
+				break
+			}
+		}
 		return next(ctx, cmds)
 	}
 }

@@ -116,6 +116,26 @@ type Config struct {
 	// having run (see jtiguard.Verifier.Consume). Default
 	// DefaultReplicaTimeout.
 	ReplicaTimeout time.Duration
+	// Lease lets this process answer "live" for a token it has checked
+	// before without a round trip (a token seen again, the common case of
+	// an API), while it provably holds every invalidation that could
+	// concern it: Redis's client tracking on one connection per primary,
+	// confirmed by a heartbeat every Lease/5. An answer rests on a
+	// heartbeat for at most Lease; in exchange, every operation that
+	// kills tokens (revoke, logout, logout-all, ending a device, a
+	// privilege change, reuse detection, a login over the session cap)
+	// returns only once Lease has passed since Redis acknowledged it, on
+	// every process sharing the prefix, so that when it returns no process
+	// answers from before it. The processes of one deployment agree on the
+	// longest lease through a key under the prefix. Default DefaultLease
+	// (150 ms); at most MaxLease; negative turns local answers off for
+	// this process (it still waits on kills for the others). docs/local.md
+	// has the argument.
+	Lease time.Duration
+
+	// trackingDial, if set, changes the options of the tracking
+	// connections (tests route them through a proxy).
+	trackingDial func(*redis.Options)
 }
 
 // Errors of the store, beside those of Redis itself. Each reaches the
@@ -141,6 +161,12 @@ type Store struct {
 	skew     time.Duration
 	replicas int
 	waitFor  time.Duration
+
+	// local answers "live" without a round trip while its lease holds
+	// (nil: off); leaseAll is the deployment's longest lease (ns), which
+	// every kill waits out.
+	local    *local
+	leaseAll atomic.Int64
 
 	// seen holds, per bucket, the latest of its history this process has
 	// seen, to notice a rollback.
@@ -224,10 +250,24 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		s.dead = dead
 	}
+	switch {
+	case cfg.Lease == 0:
+		cfg.Lease = DefaultLease
+	case cfg.Lease > MaxLease:
+		return nil, fmt.Errorf("%w: Lease above %v", jtiguard.ErrConfig, MaxLease)
+	}
 	s.batch = newBatcher(cfg.Client)
 	if err := s.open(ctx, cfg.Replicas); err != nil {
 		s.Close()
 		return nil, err
+	}
+	err := s.refreshLease(ctx)
+	if err == nil && cfg.Lease > 0 {
+		err = s.startLocal(ctx, cfg.Lease, max(cfg.CacheSize, 1024), cfg.trackingDial)
+	}
+	if err != nil {
+		s.Close()
+		return nil, wrap("reading the deployment's lease", err)
 	}
 	s.wg.Go(s.watch)
 	s.wg.Go(s.repairer)
@@ -362,6 +402,7 @@ func (s *Store) watch() {
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), healthEvery)
 			_ = s.checkServers(ctx)
+			_ = s.refreshLease(ctx) // on failure the last known lease stands
 			cancel()
 		}
 	}
@@ -451,6 +492,9 @@ func (s *Store) Close() {
 	if s.dead != nil {
 		s.dead.Close()
 	}
+	if s.local != nil {
+		s.local.close()
+	}
 }
 
 var errClosed = errors.New("redisstore: store closed")
@@ -499,25 +543,46 @@ func (s *Store) cached(t store.TokenRef) (store.Status, bool) {
 }
 
 // Check implements store.Store: one round trip (shared with concurrent
-// checks), or none for a token already known dead.
+// checks), or none for a token already known dead, or known live under
+// the lease (Config.Lease).
 func (s *Store) Check(ctx context.Context, t store.TokenRef) (store.Status, error) {
+	b := bucket(t.Subject)
+	if s.local.live(t, b) && s.rolled[b].Load() == 0 && s.health.Load() == nil {
+		return store.Live, nil
+	}
 	if st, ok := s.cached(t); ok {
 		return st, nil
 	}
 	if err := s.fit(); err != nil {
 		return 0, err
 	}
-	b, keys := s.tokenKeys(t)
+	_, keys := s.tokenKeys(t)
 	before := s.seen[b].Load()
+	sn := s.local.snap(b)
 	vals, err := s.batch.check(ctx, keys, []any{before.seenQ(), "", strconv.FormatUint(t.Generation, 10), strconv.FormatInt(t.IssuedAt.Unix(), 10)})
 	if err != nil {
 		return 0, wrap("check", err)
 	}
-	st, err := status(s.settle(b, before, vals))
+	first, lost, err := s.settle(b, before, vals)
+	st, err := status(first, lost, err)
 	if err != nil {
 		return 0, wrap("check", err)
 	}
 	s.remember(t, st)
+	if st == store.Live && !lost {
+		ttl := time.Duration(-1)
+		if !t.Session.IsZero() {
+			ttl = 0 // no remaining time read: keep nothing
+			if len(vals) > headLen {
+				if ms, ok := vals[headLen].(int64); ok && ms > 0 {
+					ttl = time.Duration(ms) * time.Millisecond
+				}
+			}
+		}
+		if ttl != 0 {
+			s.local.put(t, b, sn, ttl)
+		}
+	}
 	return st, nil
 }
 
@@ -604,6 +669,9 @@ func (s *Store) Revoke(ctx context.Context, t store.TokenRef) error {
 	}
 	b, keys := s.tokenKeys(t)
 	_, _, _, err := s.do(ctx, b, revokeScript, keys[:2], s.keep(t)) // lost or not, the revocation is recorded
+	if err == nil {
+		err = s.settleKill(ctx, time.Now())
+	}
 	return wrap("revoke", err)
 }
 
@@ -619,7 +687,7 @@ func (s *Store) Begin(ctx context.Context, f store.Family) error {
 	b := bucket(f.Subject)
 	tag := s.tag(b)
 	for try := 0; ; try++ {
-		_, first, lost, err := s.do(ctx, b, beginScript, []string{tag + ":f:" + f.ID.String(), s.indexKey(tag, f.Subject), tag + ":e"},
+		vals, first, lost, err := s.do(ctx, b, beginScript, []string{tag + ":f:" + f.ID.String(), s.indexKey(tag, f.Subject), tag + ":e"},
 			strconv.FormatUint(f.Generation, 10), f.Refresh.String(), f.IdleTimeout.Milliseconds(), f.ExpiresAt.UnixMilli(),
 			f.Subject, tag, f.ID.String(), created(f), max(f.Limit, 0), f.ClientID, f.ACR, f.Device.Label, f.Device.IP)
 		st, err := status(first, lost, err)
@@ -627,6 +695,10 @@ func (s *Store) Begin(ctx context.Context, f store.Family) error {
 		case err != nil:
 			return wrap("begin", err)
 		case st == store.Live:
+			if len(vals) > headLen && vals[headLen] != int64(0) {
+				// Families ended for the limit: their tokens are dead.
+				return wrap("begin", s.settleKill(ctx, time.Now()))
+			}
 			return nil
 		case try > 0:
 			return fmt.Errorf("redisstore: begin: the bucket's state was lost; try again: %w", jtiguard.ErrStoreUnavailable)
@@ -660,6 +732,10 @@ func (s *Store) Rotate(ctx context.Context, r store.Rotation) (store.Rotated, er
 		strconv.FormatUint(r.Generation, 10), presented, r.Next.String(), newGen,
 		strconv.FormatUint(r.Nonce, 10), r.Grace.Milliseconds(), r.Subject, r.ACR)
 	st, err := status(first, lost, err)
+	if err == nil && (st == store.Reused || (st == store.Live && r.NewGeneration)) {
+		// The family was revoked, or its tokens superseded.
+		err = s.settleKill(ctx, time.Now())
+	}
 	if err != nil || st != store.Live {
 		return store.Rotated{Status: st}, wrap("rotate", err)
 	}
@@ -702,6 +778,9 @@ func (s *Store) End(ctx context.Context, subject string, sid jtiguard.JTI) error
 	b := bucket(subject)
 	tag := s.tag(b)
 	_, _, _, err := s.do(ctx, b, endScript, []string{tag + ":f:" + sid.String(), s.indexKey(tag, subject), tag + ":e"}, sid.String(), subject)
+	if err == nil {
+		err = s.settleKill(ctx, time.Now())
+	}
 	return wrap("end", err)
 }
 
@@ -714,6 +793,9 @@ func (s *Store) EndSubject(ctx context.Context, subject string) (int, error) {
 	b := bucket(subject)
 	tag := s.tag(b)
 	_, n, _, err := s.do(ctx, b, endSubjectScript, []string{s.indexKey(tag, subject), tag + ":e"}, subject, tag)
+	if err == nil {
+		err = s.settleKill(ctx, time.Now())
+	}
 	if err != nil {
 		return 0, wrap("end subject", err)
 	}

@@ -36,7 +36,7 @@ const testSkew = 250 * time.Millisecond
 // newStore connects a Store to client with a fresh key prefix.
 func newStore(t testing.TB, client redis.UniversalClient, cacheSize int) *redisstore.Store {
 	t.Helper()
-	s, err := redisstore.New(context.Background(), redisstore.Config{Client: client, Prefix: "t" + jtiguard.JTI{}.String()[:2] + randomID(t) + ":", CacheSize: cacheSize, MaxClockSkew: testSkew})
+	s, err := redisstore.New(context.Background(), redisstore.Config{Client: client, Prefix: "t" + jtiguard.JTI{}.String()[:2] + randomID(t) + ":", CacheSize: cacheSize, MaxClockSkew: testSkew, Lease: testLease})
 	require.NoError(t, err)
 	t.Cleanup(s.Close)
 	return s
@@ -148,7 +148,7 @@ func TestTwoReplicas(t *testing.T) {
 	store := newStore(t, prefixClient, 0)
 	// Each replica has its own store instance (own positive cache) on the
 	// same Redis and prefix.
-	storeB, err := redisstore.New(context.Background(), redisstore.Config{Client: standaloneClient(t, srv.Addr()), Prefix: prefixOf(t, store, prefixClient), MaxClockSkew: testSkew})
+	storeB, err := redisstore.New(context.Background(), redisstore.Config{Client: standaloneClient(t, srv.Addr()), Prefix: prefixOf(t, store, prefixClient), MaxClockSkew: testSkew, Lease: testLease})
 	require.NoError(t, err)
 	t.Cleanup(storeB.Close)
 	a, b := newReplica(t, keys, store), newReplica(t, keys, storeB)
@@ -282,7 +282,7 @@ func TestFailClosedAndDataLoss(t *testing.T) {
 	ctx := context.Background()
 	baseGoroutines := runtime.NumGoroutine()
 	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, MaxRetries: 1})
-	store, err := redisstore.New(ctx, redisstore.Config{Client: client, CacheSize: -1, MaxClockSkew: testSkew})
+	store, err := redisstore.New(ctx, redisstore.Config{Client: client, CacheSize: -1, MaxClockSkew: testSkew, Lease: testLease})
 	require.NoError(t, err)
 	keys := testKeys(t)
 	r := newReplica(t, keys, store)
@@ -405,7 +405,7 @@ func TestRetryIsNotReuse(t *testing.T) {
 		require.NoError(t, err)
 		proxy := newDropFirstReply(t, srv.Addr(), "evalsha")
 		viaProxy := standaloneClient(t, proxy.Addr()) // go-redis retries after a lost reply
-		lossy, err := redisstore.New(ctx, redisstore.Config{Client: viaProxy, Prefix: prefixOf(t, store, direct), CacheSize: -1, MaxClockSkew: testSkew})
+		lossy, err := redisstore.New(ctx, redisstore.Config{Client: viaProxy, Prefix: prefixOf(t, store, direct), CacheSize: -1, MaxClockSkew: testSkew, Lease: testLease})
 		require.NoError(t, err)
 		t.Cleanup(lossy.Close)
 		lr := newReplica(t, keys, lossy)
@@ -421,7 +421,7 @@ func TestRetryIsNotReuse(t *testing.T) {
 	t.Run("consume", func(t *testing.T) {
 		proxy := newDropFirstReply(t, srv.Addr(), "evalsha")
 		viaProxy := standaloneClient(t, proxy.Addr())
-		lossy, err := redisstore.New(ctx, redisstore.Config{Client: viaProxy, Prefix: prefixOf(t, store, direct), CacheSize: -1, MaxClockSkew: testSkew})
+		lossy, err := redisstore.New(ctx, redisstore.Config{Client: viaProxy, Prefix: prefixOf(t, store, direct), CacheSize: -1, MaxClockSkew: testSkew, Lease: testLease})
 		require.NoError(t, err)
 		t.Cleanup(lossy.Close)
 		lr := newReplica(t, keys, lossy)

@@ -67,7 +67,20 @@ func NewProxy(t testing.TB, target string) *Proxy {
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
 // Target is the address the proxy forwards to.
-func (p *Proxy) Target() string { return p.target }
+func (p *Proxy) Target() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.target
+}
+
+// Retarget forwards the connections accepted from now on to target, as a
+// virtual IP moved to another server does; connections already open stay
+// with the old one until it or Cut closes them.
+func (p *Proxy) Retarget(target string) {
+	p.mu.Lock()
+	p.target = target
+	p.mu.Unlock()
+}
 
 // DropReplies loses the reply to the given fraction (0 to 1) of commands, of
 // any name, chosen by a random generator seeded with seed. A lost reply's
@@ -211,7 +224,10 @@ func (p *Proxy) serve() {
 			_ = c.Close()
 			continue
 		}
-		s, err := net.DialTimeout("tcp", p.target, 2*time.Second)
+		p.mu.Lock()
+		target := p.target
+		p.mu.Unlock()
+		s, err := net.DialTimeout("tcp", target, 2*time.Second)
 		if err != nil {
 			_ = c.Close()
 			continue

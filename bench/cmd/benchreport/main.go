@@ -81,7 +81,7 @@ func parse(path string) (map[string]*result, []string, error) {
 			procs, _ = strconv.Atoi(m[1])
 			name = strings.TrimSuffix(name, m[0])
 		}
-		if strings.HasPrefix(name, "VerifyParallel") {
+		if strings.HasPrefix(name, "VerifyParallel") || strings.HasPrefix(name, "WarmParallel") {
 			name += "@" + strconv.Itoa(procs)
 		}
 		r := results[name]
@@ -179,6 +179,7 @@ func markdown(res map[string]*result, machine []string, command string) string {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", c, cell(one), cell(two))
 	}
+	b.WriteString(localAnswers(res))
 	b.WriteString("\nIn-memory store, heap per live entry with 1e6 entries:\n\n| entry | B/entry |\n|---|---:|\n")
 	for _, k := range []string{"token", "family"} {
 		if r := res["MemoryPerEntry/"+k]; r != nil {
@@ -279,4 +280,43 @@ func run(in, md, svg, readme, chart, command string) error {
 		}
 	}
 	return nil
+}
+
+// localAnswers is the report's section on the warm path and the Redis
+// store's local answers (issue 12's figures).
+func localAnswers(res map[string]*result) string {
+	var b strings.Builder
+	cell := func(x *result, unit string) float64 {
+		if x == nil {
+			return math.NaN()
+		}
+		return x.median(unit)
+	}
+	mem := cell(res["Warm/memory"], "ns/op")
+	b.WriteString("\nWarm verification (EdDSA, the same token again) per store, with the commands sent to Redis per verification:\n\n| store | time/op | × memory | round trips/op | allocs/op |\n|---|---:|---:|---:|---:|\n")
+	for _, st := range []string{"memory", "redis-local", "redis-roundtrip"} {
+		r := res["Warm/"+st]
+		if r == nil {
+			continue
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %.3f | %.0f |\n", st, fmtNs(r.median("ns/op")), fmtRatio(r.median("ns/op"), mem), r.median("rt/op"), r.median("allocs/op"))
+	}
+	b.WriteString("\nParallel warm verification, 1,024 tokens round-robin (`-cpu 1,2`):\n\n| store | 1 CPU | 2 CPUs | 2 CPUs / 1 CPU |\n|---|---:|---:|---:|\n")
+	for _, st := range []string{"memory", "redis-local"} {
+		one, two := cell(res["WarmParallel/"+st+"@1"], "ns/op"), cell(res["WarmParallel/"+st+"@2"], "ns/op")
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", st, fmtNs(one), fmtNs(two), fmtRatio(two, one))
+	}
+	on, off := cell(res["Repeated64/lease"], "cmds/op"), cell(res["Repeated64/no-lease"], "cmds/op")
+	if !math.IsNaN(on) && !math.IsNaN(off) && off > 0 {
+		fmt.Fprintf(&b, "\n64 callers presenting their tokens again and again: %.3f commands to Redis per verification with local answers, %.3f without (%.1f%% fewer).\n", on, off, 100*(1-on/off))
+	}
+	b.WriteString("\nRevoke on Redis (a kill waits out the lease, 150 ms by default):\n\n| lease | p50 | p99 |\n|---|---:|---:|\n")
+	for _, l := range []string{"lease", "no-lease"} {
+		r := res["Revoke/"+l]
+		if r == nil {
+			continue
+		}
+		fmt.Fprintf(&b, "| %s | %.2f ms | %.2f ms |\n", l, r.median("p50-ms"), r.median("p99-ms"))
+	}
+	return b.String()
 }

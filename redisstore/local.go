@@ -1,0 +1,657 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/bits"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jtiguard/jtiguard/store"
+)
+
+// Local answers. A process may answer "live" for a token from its own
+// memory, with no round trip, only while it provably holds every
+// invalidation that could concern the answer. docs/faults.md has the whole
+// argument; in short:
+//
+//   - Tracking. One connection per primary has Redis's client tracking on in
+//     broadcast mode for the store's prefix: every write to any of its keys,
+//     by any process, sends this process the key's name on that connection
+//     (an expiry or a FLUSHALL too). Redis sends a write's invalidation
+//     before the reply of any command the server reads after the write.
+//   - Lease. Every period (lease/5) a heartbeat sends PING on each tracking
+//     connection and ROLE on the node itself, noting when it began (s). When
+//     both return (the pong after every invalidation sent before it, the node
+//     still a primary), answers may be given locally until s + lease, by this
+//     process's monotonic clock.
+//   - Writers wait. Every operation that makes a token dead returns only once
+//     the lease (the deployment's, see below) has passed since its write was
+//     acknowledged at a. An answer given locally at t > a + lease rests on a
+//     heartbeat begun after a, so after the write: its pong came after the
+//     write's invalidation, which dropped the answer. Only the rates of the
+//     processes' clocks matter (bounded drift, a margin of 1%), never their
+//     readings.
+//   - Entries. An answer fetched by a round trip is kept only if no
+//     invalidation of its bucket and no reconnection came between the moment
+//     the request was sent and the moment the answer is read (versions
+//     compared on every hit), and never beyond its family's end (the key's
+//     remaining time, read by the script, counted from the send).
+//   - Anything else drops everything: a tracking connection lost, paused
+//     beyond the lease, reconnected, flushed, a primary that is no longer
+//     one, a change in the set of primaries.
+//
+// The lease a writer waits is the largest any process of the deployment
+// announced (under prefix+"lease"), re-read every second: a process that
+// answers locally with a longer lease than announced announces it, then
+// waits two seconds before its first local answer.
+
+// Lease defaults.
+const (
+	// DefaultLease is how long a local answer may rest on one heartbeat,
+	// and so how much longer an operation that kills tokens takes.
+	DefaultLease = 150 * time.Millisecond
+	// MaxLease bounds Lease.
+	MaxLease = 5 * time.Second
+)
+
+// drift is the margin for clock-rate drift between processes: a writer
+// waits this fraction of the lease more.
+const drift = 0.01
+
+// local holds the live answers of one Store and the tracking that keeps
+// them true.
+type local struct {
+	lease time.Duration
+	base  time.Time // origin of the monotonic readings
+
+	until atomic.Int64  // monotonic ns: local answers allowed before this
+	epoch atomic.Uint64 // bumped by every reconnection and reset
+	ver   [buckets]atomic.Uint64
+	from  int64 // monotonic ns: no local answer before (a lease announced late)
+
+	slots []atomic.Pointer[liveEntry]
+	mask  uint64
+
+	prefix string
+	mu     sync.Mutex // over trackers
+	tracks map[string]*tracker
+	stop   chan struct{}
+	wg     sync.WaitGroup
+
+	// onDemoted, if set, is called when a tracked node is found to be no
+	// longer a primary: the topology must be reloaded.
+	onDemoted func()
+	// misses counts the round trips taken while local answers were on,
+	// for tests and benchmarks (hits are not counted: a counter would be
+	// a cache line that every core writes).
+	misses atomic.Int64
+}
+
+// liveEntry is a Live answer for one token, immutable once published.
+type liveEntry struct {
+	id, sid  store.JTI
+	gen      uint64
+	b        byte
+	ver      uint64
+	epoch    uint64
+	deadline int64 // monotonic ns
+}
+
+// snapshot is what a round trip must find unchanged to be kept.
+type snapshot struct {
+	ok    bool
+	sent  int64
+	ver   uint64
+	epoch uint64
+}
+
+func newLocal(prefix string, lease time.Duration, size int) *local {
+	n := max(4, 1<<bits.Len(uint(2*size-1)))
+	return &local{
+		lease:  lease,
+		base:   time.Now(),
+		slots:  make([]atomic.Pointer[liveEntry], n),
+		mask:   uint64(n-1) &^ 3,
+		prefix: prefix,
+		tracks: map[string]*tracker{},
+		stop:   make(chan struct{}),
+	}
+}
+
+// mono is this process's monotonic clock.
+func (l *local) mono() int64 { return int64(time.Since(l.base)) }
+
+func (l *local) set(id store.JTI) uint64 { return binary.LittleEndian.Uint64(id[:8]) & l.mask }
+
+// live reports whether t may be answered Live without a round trip.
+func (l *local) live(t store.TokenRef, b byte) bool {
+	if l == nil {
+		return false
+	}
+	i := l.set(t.ID)
+	for j := range uint64(4) {
+		e := l.slots[i+j].Load()
+		if e == nil || e.id != t.ID {
+			continue
+		}
+		if e.sid != t.Session || e.gen != t.Generation || e.b != b {
+			return false
+		}
+		now := l.mono()
+		return now < l.until.Load() && now < e.deadline && e.ver == l.ver[b].Load() && e.epoch == l.epoch.Load()
+	}
+	return false
+}
+
+// snap is taken before a round trip whose Live answer may be kept.
+func (l *local) snap(b byte) snapshot {
+	if l == nil {
+		return snapshot{}
+	}
+	l.misses.Add(1)
+	now := l.mono()
+	// Versions first, then the lease: a reset after these reads changes
+	// the epoch; one before leaves no lease.
+	sn := snapshot{ver: l.ver[b].Load(), epoch: l.epoch.Load(), sent: now}
+	sn.ok = now >= l.from && now < l.until.Load()
+	return sn
+}
+
+// put keeps a Live answer for t, read by a round trip taken after sn, for
+// at most ttl from when the round trip was sent (ttl <= 0: until t
+// expires).
+func (l *local) put(t store.TokenRef, b byte, sn snapshot, ttl time.Duration) {
+	if l == nil || !sn.ok {
+		return
+	}
+	left := time.Until(t.ExpiresAt)
+	if ttl <= 0 || ttl > left {
+		ttl = left
+	}
+	if ttl <= 0 {
+		return
+	}
+	e := &liveEntry{id: t.ID, sid: t.Session, gen: t.Generation, b: b, ver: sn.ver, epoch: sn.epoch, deadline: sn.sent + int64(ttl)}
+	i := l.set(t.ID)
+	for j := range uint64(4) {
+		old := l.slots[i+j].Load()
+		if old == nil || old.id == t.ID || l.mono() >= old.deadline {
+			l.slots[i+j].Store(e)
+			return
+		}
+	}
+	l.slots[i+uint64(e.deadline)&3].Store(e)
+}
+
+// invalidate takes the invalidation of key: every answer in its bucket
+// is dropped. A key of another shape under the prefix changes nothing a
+// local answer rests on, but the loss markers' and families' keys all
+// have it; anything unexpected drops everything.
+func (l *local) invalidate(key string) {
+	rest, ok := strings.CutPrefix(key, l.prefix)
+	if !ok {
+		l.reset()
+		return
+	}
+	if rest == leaseKeySuffix {
+		return
+	}
+	if len(rest) >= 5 && rest[0] == '{' && rest[1] == 'b' && rest[4] == '}' {
+		var b [1]byte
+		if _, err := hex.Decode(b[:], []byte(rest[2:4])); err == nil {
+			l.ver[b[0]].Add(1)
+			return
+		}
+	}
+	l.reset()
+}
+
+// reset drops every local answer.
+func (l *local) reset() { l.epoch.Add(1) }
+
+// recompute sets the lease to the earliest of the trackers'. The caller
+// holds l.mu.
+func (l *local) recompute() {
+	if len(l.tracks) == 0 {
+		l.until.Store(0)
+		return
+	}
+	until := int64(1<<63 - 1)
+	for _, t := range l.tracks {
+		until = min(until, t.until)
+	}
+	l.until.Store(until)
+}
+
+// wait is how long an operation that kills tokens waits after its write
+// was acknowledged, for a deployment whose longest lease is lease.
+func wait(lease time.Duration) time.Duration {
+	if lease <= 0 {
+		return 0
+	}
+	return lease + time.Duration(float64(lease)*drift) + time.Millisecond
+}
+
+// leaseKeySuffix follows the prefix in the key that holds the deployment's
+// longest lease, in milliseconds.
+const leaseKeySuffix = "lease"
+
+// announceScript raises the deployment's lease to ARGV[1] (ms) if it is
+// below, and returns it as it was.
+var announceScript = redis.NewScript(`
+local v = tonumber(redis.call('GET', KEYS[1]) or '0')
+if v < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return v
+`)
+
+// tracker keeps one primary's tracking connection and its heartbeats.
+type tracker struct {
+	l     *local
+	addr  string
+	opt   *redis.Options // of the tracking connection
+	probe *redis.Client  // a connection of its own to the same node, for INFO
+
+	// Under l.mu.
+	until  int64 // monotonic ns: this primary's lease
+	gen    uint64
+	ready  bool
+	runID  string // of the node the tracking connection is on
+	dialed string // run_id read by the connection being opened
+	seq    uint64
+	rounds map[uint64]*round
+	ps     *redis.PubSub
+
+	stop chan struct{}
+}
+
+type round struct {
+	sent int64
+	need int // confirmations still to come: the pong and the role
+}
+
+// track starts tracking the primary node, unless it is tracked. The
+// caller holds l.mu.
+func (l *local) track(addr string, node *redis.Client, dial func(*redis.Options)) {
+	if _, ok := l.tracks[addr]; ok {
+		return
+	}
+	opt := *node.Options()
+	opt.Protocol = 2 // invalidations as Pub/Sub messages on a redirect connection
+	opt.PoolSize = 1
+	opt.MinIdleConns = 0
+	opt.MaxIdleConns = 0
+	opt.ReadTimeout = -1 // the receiver waits with its own timeout
+	opt.ContextTimeoutEnabled = true
+	if dial != nil {
+		dial(&opt)
+	}
+	prefix := l.prefix
+	popt := opt
+	popt.OnConnect = nil
+	t := &tracker{l: l, addr: addr, opt: &opt, probe: redis.NewClient(&popt), rounds: map[uint64]*round{}, stop: make(chan struct{})}
+	opt.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
+		info, err := cn.Info(ctx, "server").Result()
+		if err != nil {
+			return err
+		}
+		id, err := cn.ClientID(ctx).Result()
+		if err != nil {
+			return err
+		}
+		if err := cn.Do(ctx, "CLIENT", "TRACKING", "ON", "REDIRECT", id, "BCAST", "PREFIX", prefix).Err(); err != nil {
+			return err
+		}
+		l.mu.Lock()
+		t.dialed = infoField(info, "run_id")
+		l.mu.Unlock()
+		return nil
+	}
+	l.tracks[addr] = t
+	l.recompute()
+	l.wg.Add(2)
+	go t.receive()
+	go t.beat()
+}
+
+// untrack stops tracking addr. The caller holds l.mu.
+func (l *local) untrack(addr string) {
+	t, ok := l.tracks[addr]
+	if !ok {
+		return
+	}
+	delete(l.tracks, addr)
+	close(t.stop)
+	l.reset()
+	l.recompute()
+}
+
+// receive reads the tracking connection until the tracker stops: each
+// (re)subscription starts a new epoch, each invalidation bumps its
+// bucket, each pong confirms a heartbeat. Any error, a silence longer
+// than the heartbeats allow or a demotion drops everything and opens a
+// new connection.
+func (t *tracker) receive() {
+	defer t.l.wg.Done()
+	defer t.probe.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-t.stop:
+		case <-t.l.stop:
+		}
+		cancel()
+	}()
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		if t.connection(ctx) {
+			backoff = 50 * time.Millisecond
+		}
+		t.fail()
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// connection opens one tracking connection and reads it until it fails;
+// it reports whether it was ever subscribed.
+func (t *tracker) connection(ctx context.Context) (subscribed bool) {
+	c := redis.NewClient(t.opt)
+	defer c.Close()
+	ps := c.Subscribe(ctx, "__redis__:invalidate")
+	defer ps.Close()
+	t.l.mu.Lock()
+	t.ps = ps
+	t.l.mu.Unlock()
+	silence := max(time.Second, 4*t.l.lease)
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, silence)
+		if err != nil {
+			return subscribed
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind != "subscribe" {
+				return subscribed
+			}
+			subscribed = true
+			t.subscribed(ps)
+		case *redis.Message:
+			for _, k := range m.PayloadSlice {
+				t.l.invalidate(k)
+			}
+			if m.Payload != "" || len(m.PayloadSlice) == 0 {
+				t.l.invalidate(m.Payload)
+			}
+		case *redis.Pong:
+			t.pong(m.Payload)
+		}
+	}
+}
+
+// subscribed starts a new epoch: invalidations flow from here.
+func (t *tracker) subscribed(ps *redis.PubSub) {
+	t.l.mu.Lock()
+	defer t.l.mu.Unlock()
+	if t.ps != ps {
+		return
+	}
+	t.gen++
+	t.ready = t.dialed != ""
+	t.runID = t.dialed
+	t.rounds = map[uint64]*round{}
+	t.l.reset()
+}
+
+// fail drops this primary's lease and every local answer.
+func (t *tracker) fail() {
+	t.l.mu.Lock()
+	defer t.l.mu.Unlock()
+	t.gen++
+	t.ready = false
+	t.until = 0
+	t.rounds = map[uint64]*round{}
+	t.l.reset()
+	if t.l.tracks[t.addr] == t {
+		t.l.recompute()
+	}
+}
+
+// beat sends the heartbeats until the tracker stops.
+func (t *tracker) beat() {
+	defer t.l.wg.Done()
+	tick := time.NewTicker(max(t.l.lease/5, time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-t.l.stop:
+			return
+		case <-tick.C:
+		}
+		t.heartbeat()
+	}
+}
+
+// heartbeat is one round, begun at sent: PING on the tracking connection,
+// and INFO on a second connection dialed as this process's commands are
+// (the node's options), which must reach the same node (its run_id),
+// still a primary: a failover behind one address (a proxy, a virtual IP)
+// fails it. Neither goes through the application's client, so its hooks
+// and metrics see only the store's operations.
+func (t *tracker) heartbeat() {
+	l := t.l
+	l.mu.Lock()
+	if !t.ready || t.ps == nil {
+		l.mu.Unlock()
+		return
+	}
+	t.seq++
+	gen, seq, ps, runID := t.gen, t.seq, t.ps, t.runID
+	t.rounds[seq] = &round{sent: l.mono(), need: 2}
+	l.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), max(l.lease, 100*time.Millisecond))
+	defer cancel()
+	if err := ps.Ping(ctx, strconv.FormatUint(gen, 10)+":"+strconv.FormatUint(seq, 10)); err != nil {
+		return // the receiver sees the connection fail
+	}
+	info, err := t.probe.Info(ctx, "server", "replication").Result()
+	if err != nil {
+		return
+	}
+	if infoField(info, "role") != "master" || infoField(info, "run_id") != runID {
+		t.demoted()
+		return
+	}
+	t.confirm(gen, seq)
+}
+
+// demoted: the node is no longer a primary. Its tracking tells nothing of
+// the writes that now go elsewhere: drop everything, close the connection
+// (a new one is opened, and confirmed only while the node is a primary
+// again) and have the caller reload the topology.
+func (t *tracker) demoted() {
+	t.fail()
+	t.l.mu.Lock()
+	ps := t.ps
+	t.l.mu.Unlock()
+	if ps != nil {
+		_ = ps.Close()
+	}
+	if t.l.onDemoted != nil {
+		t.l.onDemoted()
+	}
+}
+
+// pong confirms the heartbeat whose payload it carries.
+func (t *tracker) pong(payload string) {
+	g, s, ok := strings.Cut(payload, ":")
+	if !ok {
+		return
+	}
+	gen, err1 := strconv.ParseUint(g, 10, 64)
+	seq, err2 := strconv.ParseUint(s, 10, 64)
+	if err1 != nil || err2 != nil {
+		return
+	}
+	t.confirm(gen, seq)
+}
+
+// confirm counts one confirmation of round seq of connection gen; the
+// second extends the lease to the round's start plus the lease.
+func (t *tracker) confirm(gen, seq uint64) {
+	l := t.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r, ok := t.rounds[seq]
+	if !ok || gen != t.gen || !t.ready {
+		return
+	}
+	if r.need--; r.need > 0 {
+		return
+	}
+	for s := range t.rounds {
+		if s <= seq {
+			delete(t.rounds, s)
+		}
+	}
+	if u := r.sent + int64(l.lease); u > t.until {
+		t.until = u
+		if l.tracks[t.addr] == t {
+			l.recompute()
+		}
+	}
+}
+
+// close stops every tracker and waits for them.
+func (l *local) close() {
+	close(l.stop)
+	l.wg.Wait()
+}
+
+// errLeaseWait: an operation that kills tokens was applied, but its
+// caller's context ended before the lease had passed.
+var errLeaseWait = errors.New("redisstore: applied, but the context ended before every process's local answers expired")
+
+// settleKill returns once every process's local answers that the write
+// acknowledged at acked may have invalidated have expired.
+func (s *Store) settleKill(ctx context.Context, acked time.Time) error {
+	d := wait(time.Duration(s.leaseAll.Load())) - time.Since(acked)
+	if d <= 0 {
+		return nil
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", errLeaseWait, ctx.Err())
+	}
+}
+
+// startLocal turns local answers on, for a client whose primaries can be
+// tracked: a *redis.Client (one server, or one address that fails over)
+// or a *redis.ClusterClient. With any other client the Store answers by
+// round trips only. It announces the lease first (see local).
+func (s *Store) startLocal(ctx context.Context, lease time.Duration, size int, dial func(*redis.Options)) error {
+	switch s.c.(type) {
+	case *redis.Client, *redis.ClusterClient:
+	default:
+		return nil
+	}
+	prev, err := announceScript.Run(ctx, s.c, []string{s.prefix + leaseKeySuffix}, lease.Milliseconds()).Int64()
+	if err != nil {
+		return wrap("announcing the lease", err)
+	}
+	l := newLocal(s.prefix, lease, size)
+	if time.Duration(prev)*time.Millisecond < lease {
+		// Writers learn the longer lease within a second: answer locally
+		// only once every one of them waits for it.
+		l.from = l.mono() + int64(2*healthEvery+100*time.Millisecond)
+	}
+	s.leaseAll.Store(int64(max(time.Duration(prev)*time.Millisecond, lease)))
+	if cc, ok := s.c.(*redis.ClusterClient); ok {
+		l.onDemoted = func() { cc.ReloadState(context.Background()) }
+	}
+	s.local = l
+	l.wg.Add(1)
+	go s.watchPrimaries(dial)
+	return nil
+}
+
+// watchPrimaries keeps one tracker per primary, as the client's topology
+// changes, until the store closes. While the primaries cannot be listed,
+// none is tracked and nothing is answered locally.
+func (s *Store) watchPrimaries(dial func(*redis.Options)) {
+	l := s.local
+	defer l.wg.Done()
+	tick := time.NewTicker(max(l.lease/5, time.Millisecond))
+	defer tick.Stop()
+	for {
+		primaries := map[string]*redis.Client{}
+		switch c := s.c.(type) {
+		case *redis.Client:
+			primaries[c.Options().Addr] = c
+		case *redis.ClusterClient:
+			var mu sync.Mutex
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			err := c.ForEachMaster(ctx, func(_ context.Context, n *redis.Client) error {
+				mu.Lock()
+				primaries[n.Options().Addr] = n
+				mu.Unlock()
+				return nil
+			})
+			cancel()
+			if err != nil {
+				clear(primaries)
+			}
+		}
+		l.mu.Lock()
+		for addr, n := range primaries {
+			l.track(addr, n, dial)
+		}
+		for addr := range l.tracks {
+			if primaries[addr] == nil {
+				l.untrack(addr)
+			}
+		}
+		l.mu.Unlock()
+		select {
+		case <-l.stop:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// refreshLease re-reads the deployment's lease, for the writes' waits.
+func (s *Store) refreshLease(ctx context.Context) error {
+	v, err := s.c.Get(ctx, s.prefix+leaseKeySuffix).Int64()
+	if errors.Is(err, redis.Nil) {
+		v, err = 0, nil
+	}
+	if err != nil {
+		return err
+	}
+	own := time.Duration(0)
+	if s.local != nil {
+		own = s.local.lease
+	}
+	s.leaseAll.Store(int64(max(time.Duration(v)*time.Millisecond, own)))
+	return nil
+}
