@@ -1,7 +1,7 @@
 package jtiguard
 
 import (
-	"hash/maphash"
+	"encoding/binary"
 	"math/bits"
 	"math/rand/v2"
 	"sync/atomic"
@@ -20,8 +20,8 @@ import (
 // a dropped entry costs one re-verification, nothing else.
 type tokenCache struct {
 	slots []atomic.Pointer[cachedToken]
-	mask  uint64 // len(slots)-1 with the low bits clear: the first slot of a set
-	seed  maphash.Seed
+	shift uint8  // 64 - log2(len(slots)): a hash's top bits pick its set
+	seed  uint64 // per cache, so tables of different processes differ
 	keys  *KeySet
 }
 
@@ -39,19 +39,30 @@ func newTokenCache(size int, keys *KeySet) (*tokenCache, error) {
 	n := max(ways, 1<<bits.Len(uint(2*size-1)))
 	return &tokenCache{
 		slots: make([]atomic.Pointer[cachedToken], n),
-		mask:  uint64(n-1) &^ (ways - 1),
-		seed:  maphash.MakeSeed(),
+		shift: uint8(64 - bits.Len(uint(n-1))),
+		seed:  rand.Uint64(),
 		keys:  keys,
 	}, nil
 }
 
 const ways = 4
 
-// hash hashes token's tail. It is the signature, which differs between any
-// two tokens, and hashing all of a token of hundreds of bytes would cost
-// as much as the rest of a hit. The whole token is compared on a hit.
+// hash hashes token's tail. It is the signature's last characters, which
+// differ between any two tokens: a multiply spreads them over the table,
+// with no hashing of a token of hundreds of bytes. Tokens whose tails
+// collide only share a set; the whole token is compared on a hit, and a
+// token that cannot be cached (forged, unknown) costs a miss, not a longer
+// probe.
 func (c *tokenCache) hash(token string) uint64 {
-	return maphash.String(c.seed, token[max(0, len(token)-32):])
+	var tail uint64
+	if n := len(token); n >= 8 {
+		tail = binary.LittleEndian.Uint64([]byte(token[n-8:]))
+	} else {
+		for i := range n {
+			tail = tail<<8 | uint64(token[i])
+		}
+	}
+	return (tail ^ c.seed) * 0x9e3779b97f4a7c15
 }
 
 // get returns the cached claims of token if it was verified as class want
@@ -61,7 +72,7 @@ func (c *tokenCache) get(token string, want TokenType) *Claims {
 		return nil
 	}
 	h := c.hash(token)
-	i := h & c.mask
+	i := h >> c.shift &^ (ways - 1)
 	for j := range uint64(ways) {
 		e := c.slots[i+j].Load()
 		if e == nil || e.hash != h || e.token != token || e.claims.Type != want {
@@ -105,7 +116,7 @@ func (c *tokenCache) put(token string, claims *Claims, key *Key) {
 	}
 	h := c.hash(token)
 	e := &cachedToken{hash: h, token: token, claims: claims, key: key, ring: ring}
-	i := h & c.mask
+	i := h >> c.shift &^ (ways - 1)
 	for j := range uint64(ways) {
 		if c.slots[i+j].CompareAndSwap(nil, e) {
 			return

@@ -76,6 +76,7 @@ type Claims struct {
 	Session    string    // sid
 	Generation uint64    // gen
 	sid        JTI       // Session, parsed
+	keep       time.Time // ExpiresAt plus the verifying Verifier's leeway, set when cached
 	ACR        string    // acr: authentication context class
 	AMR        []string  // amr: authentication methods
 	AuthTime   time.Time // auth_time: when the user last authenticated

@@ -310,7 +310,7 @@ func (v *Verifier) verifyStart() time.Time {
 	if v.obs.verified == nil {
 		return time.Time{}
 	}
-	return monoNow()
+	return v.clock.Now()
 }
 
 // verifyDone reports a verification that began at start, if an observer
@@ -331,20 +331,8 @@ func (v *Verifier) storeStart() time.Time {
 	if v.obs.store == nil {
 		return time.Time{}
 	}
-	return monoNow()
+	return v.clock.Now()
 }
-
-// clockBase is the process's first clock reading, wall and monotonic.
-var clockBase = time.Now()
-
-// monoNow returns the time now as the monotonic clock measures it from
-// clockBase: one monotonic clock reading, where time.Now reads the wall
-// clock too (together about 100 ns on a virtual machine, twice what
-// monoNow costs). It keeps its monotonic reading, so time.Since of it
-// reads one clock as well. Its wall time ignores steps of the wall clock
-// since the process began (NTP slews both clocks alike), which suits span
-// timestamps.
-func monoNow() time.Time { return clockBase.Add(time.Since(clockBase)) }
 
 // storeDone reports a store call op that began at start, if an observer
 // wants it.

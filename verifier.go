@@ -48,7 +48,8 @@ type VerifierConfig struct {
 	// negative value turns the cache off. Expiry, revocation and every
 	// other check still run on each presentation.
 	CacheSize int
-	// Now is the clock; default time.Now.
+	// Now is the clock; default the system clock (time.Now, read at the
+	// cost of one clock reading, not two).
 	Now func() time.Time
 	// Logger receives every Event, identified by jti, sid and subject,
 	// never by token: the security events (reuse detected, replay refused,
@@ -90,11 +91,15 @@ type VerifierConfig struct {
 // revoked, used, its session family ended, revoked for reuse or at another
 // generation, or issued before the store's memory begins.
 type Verifier struct {
-	keys  *KeySet
-	cfg   VerifierConfig
-	cache *tokenCache
-	log   *slog.Logger
-	obs   observerHooks
+	// leewaySec is the leeway in whole seconds, or -1 if it has a
+	// fraction: checkTimes adds it to a Unix second without a time.Add.
+	leewaySec int64
+	clock     *wallClock // for observers' timings, and Now by default
+	keys      *KeySet
+	cfg       VerifierConfig
+	cache     *tokenCache
+	log       *slog.Logger
+	obs       observerHooks
 }
 
 // NewVerifier returns a Verifier for tokens signed by keys.
@@ -105,8 +110,9 @@ func NewVerifier(keys *KeySet, cfg VerifierConfig) (*Verifier, error) {
 	if cfg.Issuer == "" || cfg.Audience == "" {
 		return nil, fmt.Errorf("%w: Issuer and Audience are required", ErrConfig)
 	}
+	clock := newWallClock()
 	if cfg.Now == nil {
-		cfg.Now = time.Now
+		cfg.Now = clock.Now
 	}
 	switch {
 	case cfg.Leeway == 0:
@@ -143,7 +149,10 @@ func NewVerifier(keys *KeySet, cfg VerifierConfig) (*Verifier, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	v := &Verifier{keys: keys, cfg: cfg, log: cfg.Logger, obs: hooksOf(cfg.Observer)}
+	v := &Verifier{keys: keys, cfg: cfg, log: cfg.Logger, obs: hooksOf(cfg.Observer), leewaySec: -1, clock: clock}
+	if cfg.Leeway%time.Second == 0 {
+		v.leewaySec = int64(cfg.Leeway / time.Second)
+	}
 	if cfg.CacheSize == 0 {
 		cfg.CacheSize = DefaultCacheSize
 	}
@@ -341,7 +350,11 @@ func (v *Verifier) settle(ctx context.Context, c *Claims, st store.Status, err e
 // ref names c to the store, keeping state until no verifier clock within
 // the leeway could still accept the token.
 func (v *Verifier) ref(c *Claims) store.TokenRef {
-	return store.TokenRef{ID: c.ID, Subject: c.Subject, IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt.Add(v.cfg.Leeway), Session: c.sid, Generation: c.Generation}
+	keep := c.keep
+	if keep.IsZero() {
+		keep = c.ExpiresAt.Add(v.cfg.Leeway)
+	}
+	return store.TokenRef{ID: c.ID, Subject: c.Subject, IssuedAt: c.IssuedAt, ExpiresAt: keep, Session: c.sid, Generation: c.Generation}
 }
 
 // verified returns the claims of a token of class want whose signature and
@@ -377,6 +390,9 @@ func (v *Verifier) verified(ctx context.Context, token string, want TokenType) (
 	}
 	if err != nil {
 		return nil, result, reject(err)
+	}
+	if cache != nil {
+		c.keep = c.ExpiresAt.Add(v.cfg.Leeway) // once, not on every hit
 	}
 	cache.put(token, c, key)
 	return c, result, nil
@@ -483,15 +499,24 @@ func (v *Verifier) checkIssued(c *Claims) error {
 // checkTimes checks exp, iat and nbf against now. exp gets no leeway: the
 // store forgets a revoked token Leeway after exp, and a token must be dead
 // on its own by then.
+//
+// It compares Unix seconds: the claims' times are whole seconds, so now is
+// at or past exp exactly when its whole second is, and iat or nbf is
+// beyond now plus the leeway exactly when it is beyond the latest whole
+// second now plus the leeway reaches (the leeway's fraction rounded down).
 func (v *Verifier) checkTimes(c *Claims, now time.Time) error {
-	if !now.Before(c.ExpiresAt) {
+	n := now.Unix()
+	if n >= c.ExpiresAt.Unix() {
 		return ErrExpired
 	}
-	soon := now.Add(v.cfg.Leeway)
-	if c.IssuedAt.After(soon) {
+	soon := n + v.leewaySec
+	if v.leewaySec < 0 {
+		soon = now.Add(v.cfg.Leeway).Unix()
+	}
+	if c.IssuedAt.Unix() > soon {
 		return ErrIssuedInFuture
 	}
-	if c.NotBefore.After(soon) {
+	if c.NotBefore.Unix() > soon { // a zero NotBefore is long past
 		return ErrNotYetValid
 	}
 	return nil

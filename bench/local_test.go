@@ -121,6 +121,7 @@ func BenchmarkWarmParallel(b *testing.B) {
 			}
 			settle()
 			b.ReportAllocs()
+			b.ResetTimer()
 			before := cmds.n.Load()
 			var next atomic.Uint32
 			b.RunParallel(func(pb *testing.PB) {
