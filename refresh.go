@@ -252,7 +252,10 @@ func (s *Sessions) Login(ctx context.Context, l Login) (*TokenPair, error) {
 	f := store.Family{
 		ID: sid, Subject: l.Subject, Generation: 1, Refresh: rt,
 		ExpiresAt: now.Add(s.cfg.Lifetime), IdleTimeout: s.cfg.IdleTimeout,
-		Created: now, ClientID: l.ClientID, ACR: l.ACR, Device: l.Device, Limit: s.cfg.MaxSessions,
+		// Created to the millisecond, not the token's whole second: logins
+		// of one second list, and meet the cap, in their order.
+		Created:  s.iss.cfg.Now(),
+		ClientID: l.ClientID, ACR: l.ACR, Device: l.Device, Limit: s.cfg.MaxSessions,
 	}
 	t := s.ver.storeStart()
 	err = s.store.Begin(ctx, f)
