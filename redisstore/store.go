@@ -12,6 +12,13 @@
 // one atomic script that no concurrent login escapes. Keys
 // expire with the tokens and families they describe; no sweeper runs.
 //
+// Local answers. A token this process verified before is answered "live"
+// from memory, with no round trip, while a lease holds: Redis's client
+// tracking on one connection per primary, confirmed by heartbeats, tells
+// it of every write under the prefix, and every operation that kills
+// tokens returns only once the lease has passed (Config.Lease, 150 ms by
+// default; docs/local.md has the argument).
+//
 // It fails closed: when Redis cannot answer, every call returns an error
 // and the Verifier answers ErrStoreUnavailable (HTTP 503), never a pass.
 //
