@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"testing"
 	"time"
@@ -48,7 +49,27 @@ func BenchmarkSessions(b *testing.B) {
 				b.Fatal(err)
 			}
 			login := jtiguard.Login{Subject: "alice", ClientID: "demo-client", Scope: "read write", ACR: "pwd", AMR: []string{"pwd"}}
+			// Each login a user of its own; login-over-cap logs one user in
+			// again and again, past the session cap (MaxSessions, 50), so
+			// that each login ends the oldest session: on Redis it then
+			// waits out the lease, as every operation that kills tokens.
+			users := make([]string, 100_000)
+			for i := range users {
+				users[i] = fmt.Sprintf("user-%d", i)
+			}
 			b.Run("login", func(b *testing.B) {
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					l := login
+					l.Subject = users[i%len(users)]
+					i++
+					if _, err := sess.Login(ctx, l); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run("login-over-cap", func(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
 					if _, err := sess.Login(ctx, login); err != nil {

@@ -158,7 +158,7 @@ func markdown(res map[string]*result, machine []string, command string) string {
 	b.WriteString(". jtiguard uses the in-memory store.\n\n")
 
 	b.WriteString("Session operations (EdDSA):\n\n| operation | in memory | on loopback Redis |\n|---|---:|---:|\n")
-	for _, op := range []string{"login", "refresh", "consume", "revoke"} {
+	for _, op := range []string{"login", "login-over-cap", "refresh", "consume", "revoke"} {
 		m, r := res["Sessions/memory/"+op], res["Sessions/redis/"+op]
 		cell := func(x *result) string {
 			if x == nil {
