@@ -50,9 +50,11 @@ import (
 //     one, a change in the set of primaries.
 //
 // The lease a writer waits is the largest any process of the deployment
-// announced (under prefix+"lease"), re-read every second: a process that
-// answers locally with a longer lease than announced announces it, then
-// waits two seconds before its first local answer.
+// announced (under prefix+"lease"), re-read every second. A process that
+// answers locally announces its lease at New and every second after (a
+// loss may take the key); when it finds the key below its lease, it drops
+// its local answers and gives none for two seconds, until every writer
+// has read the lease again.
 
 // Lease defaults.
 const (
@@ -76,7 +78,7 @@ type local struct {
 	until atomic.Int64  // monotonic ns: local answers allowed before this
 	epoch atomic.Uint64 // bumped by every reconnection and reset
 	ver   [buckets]atomic.Uint64
-	from  int64 // monotonic ns: no local answer before (a lease announced late)
+	from  atomic.Int64 // monotonic ns: no local answer before (a lease announced late)
 
 	slots []atomic.Pointer[liveEntry]
 	mask  uint64
@@ -162,7 +164,7 @@ func (l *local) snap(b byte) snapshot {
 	// Versions first, then the lease: a reset after these reads changes
 	// the epoch; one before leaves no lease.
 	sn := snapshot{ver: l.ver[b].Load(), epoch: l.epoch.Load(), sent: now}
-	sn.ok = now >= l.from && now < l.until.Load()
+	sn.ok = now >= l.from.Load() && now < l.until.Load()
 	return sn
 }
 
@@ -574,21 +576,15 @@ func (s *Store) startLocal(ctx context.Context, lease time.Duration, size int, d
 	default:
 		return nil
 	}
-	prev, err := announceScript.Run(ctx, s.c, []string{s.prefix + leaseKeySuffix}, lease.Milliseconds()).Int64()
-	if err != nil {
-		return wrap("announcing the lease", err)
+	s.local = newLocal(s.prefix, lease, size)
+	if err := s.announce(ctx); err != nil {
+		s.local = nil
+		return err
 	}
-	l := newLocal(s.prefix, lease, size)
-	if time.Duration(prev)*time.Millisecond < lease {
-		// Writers learn the longer lease within a second: answer locally
-		// only once every one of them waits for it.
-		l.from = l.mono() + int64(2*healthEvery+100*time.Millisecond)
-	}
-	s.leaseAll.Store(int64(max(time.Duration(prev)*time.Millisecond, lease)))
+	l := s.local
 	if cc, ok := s.c.(*redis.ClusterClient); ok {
 		l.onDemoted = func() { cc.ReloadState(context.Background()) }
 	}
-	s.local = l
 	l.wg.Add(1)
 	go s.watchPrimaries(dial)
 	return nil
@@ -639,8 +635,32 @@ func (s *Store) watchPrimaries(dial func(*redis.Options)) {
 	}
 }
 
-// refreshLease re-reads the deployment's lease, for the writes' waits.
+// announce raises the deployment's lease to this process's, if it is
+// below (a first use of the prefix, or a loss that took the key), and
+// learns the deployment's. If it was below, writers may have killed tokens
+// without waiting this lease: every local answer is dropped, and none is
+// given until every writer has re-read the lease (within a second).
+func (s *Store) announce(ctx context.Context) error {
+	l := s.local
+	prev, err := announceScript.Run(ctx, s.c, []string{s.prefix + leaseKeySuffix}, l.lease.Milliseconds()).Int64()
+	if err != nil {
+		return wrap("announcing the lease", err)
+	}
+	if p := time.Duration(prev) * time.Millisecond; p < l.lease {
+		l.from.Store(l.mono() + int64(2*healthEvery+100*time.Millisecond))
+		l.reset()
+	}
+	s.leaseAll.Store(int64(max(time.Duration(prev)*time.Millisecond, l.lease)))
+	return nil
+}
+
+// refreshLease re-reads the deployment's lease every second, for the
+// writes' waits, and announces this process's again (a loss may have
+// taken the key).
 func (s *Store) refreshLease(ctx context.Context) error {
+	if s.local != nil {
+		return s.announce(ctx)
+	}
 	v, err := s.c.Get(ctx, s.prefix+leaseKeySuffix).Int64()
 	if errors.Is(err, redis.Nil) {
 		v, err = 0, nil
@@ -648,10 +668,6 @@ func (s *Store) refreshLease(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	own := time.Duration(0)
-	if s.local != nil {
-		own = s.local.lease
-	}
-	s.leaseAll.Store(int64(max(time.Duration(v)*time.Millisecond, own)))
+	s.leaseAll.Store(int64(time.Duration(v) * time.Millisecond))
 	return nil
 }

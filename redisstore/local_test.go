@@ -351,6 +351,23 @@ func TestLocalStateGoesWithTheData(t *testing.T) {
 	}
 }
 
+// TestLeaseAnnouncedAgainAfterALoss: a FLUSHALL takes the key where the
+// processes announce their lease; they announce it again within a second
+// or so, so that writers go on waiting for it.
+func TestLeaseAnnouncedAgainAfterALoss(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := "announce" + randomID(t)[:8] + ":"
+	b := openProcess(t, testKeys(t), prefix, testLease, []string{srv.Addr()})
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer c.Close()
+	require.NoError(t, c.FlushAll(context.Background()).Err())
+	require.Eventually(t, func() bool {
+		v, err := c.Get(context.Background(), prefix+"lease").Int64()
+		return err == nil && v == testLease.Milliseconds()
+	}, 10*time.Second, 10*time.Millisecond, "the lease announced again")
+	waitAnswering(t, b)
+}
+
 // TestLeaseOffIsRoundTrips: with the lease off everywhere, every check is a
 // round trip and a kill does not wait.
 func TestLeaseOffIsRoundTrips(t *testing.T) {
