@@ -41,12 +41,14 @@ fuzz:
 
 # The Redis fault scenarios again and again (they also run once in unit):
 # kill -9 and restarts, clock skew, failover to a lagging replica, lost
-# replies through a proxy, logins racing logout-all. FAULTS_COUNT=10 for a
-# longer soak.
+# replies through a proxy, logins racing logout-all; and local answers
+# under a lease, 1,000 trials each (250 in unit): kills on one process
+# seen on another, tracking paused or cut, restart, FLUSHALL and failover.
+# FAULTS_COUNT=10 for a longer soak.
 FAULTS_COUNT ?= 3
-FAULTS_RUN    = Fault|Failover|LostReplies|ClockSkew|SameSecond|Racing|NodeLoss|Evicting|RevokeIDAcross|RetryIsNotReuse|SlowRedis
+FAULTS_RUN    = Fault|Failover|LostReplies|ClockSkew|SameSecond|Racing|NodeLoss|Evicting|RevokeIDAcross|RetryIsNotReuse|SlowRedis|KillOnOneProcess|TrackingConnection|LocalState
 faults:
-	cd redisstore && $(GO) test -race -count=$(FAULTS_COUNT) -run '$(FAULTS_RUN)' .
+	cd redisstore && JTIGUARD_TRIALS=1000 $(GO) test -race -count=$(FAULTS_COUNT) -timeout=60m -run '$(FAULTS_RUN)' .
 
 # The root module's own benchmarks (store at 1e6 entries, sessions), with
 # what each one logs (-v).

@@ -353,10 +353,11 @@ func (t *tracker) receive() {
 		}
 		cancel()
 	}()
-	backoff := 50 * time.Millisecond
+	const first = 5 * time.Millisecond // a dropped connection is usually back at once
+	backoff := first
 	for ctx.Err() == nil {
 		if t.connection(ctx) {
-			backoff = 50 * time.Millisecond
+			backoff = first
 		}
 		t.fail()
 		select {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +19,16 @@ import (
 	"github.com/jtiguard/jtiguard/redisstore"
 	"github.com/jtiguard/jtiguard/redisstore/redistest"
 )
+
+// raceTrials is how many trials a test of a race runs: JTIGUARD_TRIALS
+// (make faults sets 1,000), or 250 in the unit run, which keeps make test
+// within its time.
+func raceTrials() int {
+	if n, err := strconv.Atoi(os.Getenv("JTIGUARD_TRIALS")); err == nil && n > 0 {
+		return n
+	}
+	return 250
+}
 
 // testLease keeps the trials short: every kill waits it out.
 const testLease = 10 * time.Millisecond
@@ -81,6 +93,7 @@ func (p *process) soonLocal(t testing.TB, tok string) bool {
 }
 
 func TestLocalAnswersTakeNoRoundTrip(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	cl := redistest.StartCluster(t)
 	for _, mode := range []string{"standalone", "cluster"} {
@@ -176,17 +189,15 @@ var kills = []kill{
 
 // TestKillOnOneProcessIsSeenOnAnotherAtOnce: B answers a token locally,
 // with goroutines verifying it all along; A kills it. No verification on B
-// that begins after A's call returned accepts it. 1,000 trials over the
-// ways of killing a token.
+// that begins after A's call returned accepts it: raceTrials trials over
+// the ways of killing a token (a fifth as many on a cluster).
 func TestKillOnOneProcessIsSeenOnAnotherAtOnce(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []string{"standalone", "cluster"} {
 		t.Run(mode, func(t *testing.T) {
-			addrs, trials := []string{redistest.Start(t).Addr()}, 1000
+			addrs, trials := []string{redistest.Start(t).Addr()}, raceTrials()
 			if mode == "cluster" {
-				addrs, trials = redistest.StartCluster(t).Addrs(), 200
-			}
-			if testing.Short() {
-				trials /= 10
+				addrs, trials = redistest.StartCluster(t).Addrs(), raceTrials()/5
 			}
 			killTrials(t, addrs, trials)
 		})
@@ -253,6 +264,7 @@ func sessionsWithoutGrace(t testing.TB, p *process) *jtiguard.Sessions {
 // stopped answering locally when its heartbeats stopped coming back, and
 // the round trip it falls back to reads the revocation.
 func TestTrackingConnectionPausedOrCut(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	proxy := redistest.NewProxy(t, srv.Addr())
 	keys := testKeys(t)
@@ -261,11 +273,7 @@ func TestTrackingConnectionPausedOrCut(t *testing.T) {
 	b := openProcess(t, keys, prefix, testLease, []string{srv.Addr()}, func(c *redisstore.Config) {
 		redisstore.SetTrackingDial(c, func(o *redis.Options) { o.Addr = proxy.Addr() })
 	})
-	trials := 1000
-	if testing.Short() {
-		trials = 100
-	}
-	for i := range trials {
+	for i := range raceTrials() {
 		tok := a.plain(t)
 		waitAnswering(t, b)
 		require.True(t, b.soonLocal(t, tok), "trial %d: never answered locally", i)
@@ -290,6 +298,7 @@ func TestTrackingConnectionPausedOrCut(t *testing.T) {
 // drop or the flush), and from then on the data-loss rules hold: tokens
 // from before the loss are refused as lost, by B as by anyone.
 func TestLocalStateGoesWithTheData(t *testing.T) {
+	t.Parallel()
 	events := []struct {
 		name string
 		// setup returns the address processes use and the event.
@@ -355,6 +364,7 @@ func TestLocalStateGoesWithTheData(t *testing.T) {
 // processes announce their lease; they announce it again within a second
 // or so, so that writers go on waiting for it.
 func TestLeaseAnnouncedAgainAfterALoss(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	prefix := "announce" + randomID(t)[:8] + ":"
 	b := openProcess(t, testKeys(t), prefix, testLease, []string{srv.Addr()})
