@@ -89,6 +89,9 @@ type local struct {
 	stop   chan struct{}
 	wg     sync.WaitGroup
 
+	// cluster: answers are kept only from a node with a confirmed
+	// tracker (the check script names the node that answered).
+	cluster bool
 	// onDemoted, if set, is called when a tracked node is found to be no
 	// longer a primary: the topology must be reloaded.
 	onDemoted func()
@@ -171,8 +174,13 @@ func (l *local) snap(b byte) snapshot {
 // put keeps a Live answer for t, read by a round trip taken after sn, for
 // at most ttl from when the round trip was sent (ttl <= 0: until t
 // expires).
-func (l *local) put(t store.TokenRef, b byte, sn snapshot, ttl time.Duration) {
-	if l == nil || !sn.ok {
+//
+// On a cluster, node is the id of the node that answered: an answer is
+// kept only from a node this process tracks under a live lease, since a
+// node it does not track (one its view of the topology has yet to show)
+// would send it no invalidation.
+func (l *local) put(t store.TokenRef, b byte, sn snapshot, ttl time.Duration, node string) {
+	if l == nil || !sn.ok || (l.cluster && !l.tracked(node)) {
 		return
 	}
 	left := time.Until(t.ExpiresAt)
@@ -192,6 +200,23 @@ func (l *local) put(t store.TokenRef, b byte, sn snapshot, ttl time.Duration) {
 		}
 	}
 	l.slots[i+uint64(e.deadline)&3].Store(e)
+}
+
+// tracked reports whether node is the cluster node of a tracker whose
+// lease holds.
+func (l *local) tracked(node string) bool {
+	if node == "" {
+		return false
+	}
+	now := l.mono()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, t := range l.tracks {
+		if t.ready && t.node == node && now < t.until {
+			return true
+		}
+	}
+	return false
 }
 
 // invalidate takes the invalidation of key: every answer in its bucket
@@ -267,10 +292,14 @@ type tracker struct {
 	gen    uint64
 	ready  bool
 	runID  string // of the node the tracking connection is on
+	node   string // its cluster node id (on a cluster)
 	dialed string // run_id read by the connection being opened
-	seq    uint64
-	rounds map[uint64]*round
-	ps     *redis.PubSub
+	// dialedNode is the cluster node id read by the connection being
+	// opened.
+	dialedNode string
+	seq        uint64
+	rounds     map[uint64]*round
+	ps         *redis.PubSub
 
 	stop chan struct{}
 }
@@ -297,10 +326,15 @@ func (l *local) track(addr string, node *redis.Client, dial func(*redis.Options)
 		dial(&opt)
 	}
 	prefix := l.prefix
-	popt := opt
-	popt.OnConnect = nil
+	popt := opt // the application's OnConnect, not the tracking one
 	t := &tracker{l: l, addr: addr, opt: &opt, probe: redis.NewClient(&popt), rounds: map[uint64]*round{}, stop: make(chan struct{})}
+	user := opt.OnConnect // the application's (credentials, say), first
 	opt.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
+		if user != nil {
+			if err := user(ctx, cn); err != nil {
+				return err
+			}
+		}
 		info, err := cn.Info(ctx, "server").Result()
 		if err != nil {
 			return err
@@ -312,8 +346,14 @@ func (l *local) track(addr string, node *redis.Client, dial func(*redis.Options)
 		if err := cn.Do(ctx, "CLIENT", "TRACKING", "ON", "REDIRECT", id, "BCAST", "PREFIX", prefix).Err(); err != nil {
 			return err
 		}
+		var node string
+		if l.cluster {
+			if node, err = cn.Do(ctx, "CLUSTER", "MYID").Text(); err != nil {
+				return err
+			}
+		}
 		l.mu.Lock()
-		t.dialed = infoField(info, "run_id")
+		t.dialed, t.dialedNode = infoField(info, "run_id"), node
 		l.mu.Unlock()
 		return nil
 	}
@@ -375,11 +415,14 @@ func (t *tracker) connection(ctx context.Context) (subscribed bool) {
 	defer c.Close()
 	ps := c.Subscribe(ctx, "__redis__:invalidate")
 	defer ps.Close()
+	// go-redis reads with the context's deadline only: a cancellation
+	// alone would not end a read while messages keep coming.
+	defer context.AfterFunc(ctx, func() { _ = ps.Close() })()
 	t.l.mu.Lock()
 	t.ps = ps
 	t.l.mu.Unlock()
 	silence := max(time.Second, 4*t.l.lease)
-	for {
+	for ctx.Err() == nil {
 		msg, err := ps.ReceiveTimeout(ctx, silence)
 		if err != nil {
 			return subscribed
@@ -402,6 +445,7 @@ func (t *tracker) connection(ctx context.Context) (subscribed bool) {
 			t.pong(m.Payload)
 		}
 	}
+	return subscribed
 }
 
 // subscribed starts a new epoch: invalidations flow from here.
@@ -413,7 +457,7 @@ func (t *tracker) subscribed(ps *redis.PubSub) {
 	}
 	t.gen++
 	t.ready = t.dialed != ""
-	t.runID = t.dialed
+	t.runID, t.node = t.dialed, t.dialedNode
 	t.rounds = map[uint64]*round{}
 	t.l.reset()
 }
@@ -553,7 +597,11 @@ var errLeaseWait = errors.New("redisstore: applied, but the context ended before
 // settleKill returns once every process's local answers that the write
 // acknowledged at acked may have invalidated have expired.
 func (s *Store) settleKill(ctx context.Context, acked time.Time) error {
-	d := wait(time.Duration(s.leaseAll.Load())) - time.Since(acked)
+	lease := time.Duration(s.leaseAll.Load())
+	if time.Since(time.Unix(0, s.leaseRead.Load())) > 3*healthEvery {
+		lease = MaxLease // not read lately: it may have grown
+	}
+	d := wait(lease) - time.Since(acked)
 	if d <= 0 {
 		return nil
 	}
@@ -584,6 +632,7 @@ func (s *Store) startLocal(ctx context.Context, lease time.Duration, size int, d
 	}
 	l := s.local
 	if cc, ok := s.c.(*redis.ClusterClient); ok {
+		l.cluster = true
 		l.onDemoted = func() { cc.ReloadState(context.Background()) }
 	}
 	l.wg.Add(1)
@@ -652,6 +701,7 @@ func (s *Store) announce(ctx context.Context) error {
 		l.reset()
 	}
 	s.leaseAll.Store(int64(max(time.Duration(prev)*time.Millisecond, l.lease)))
+	s.leaseRead.Store(time.Now().UnixNano())
 	return nil
 }
 
@@ -670,5 +720,6 @@ func (s *Store) refreshLease(ctx context.Context) error {
 		return err
 	}
 	s.leaseAll.Store(int64(time.Duration(v) * time.Millisecond))
+	s.leaseRead.Store(time.Now().UnixNano())
 	return nil
 }

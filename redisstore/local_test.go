@@ -378,6 +378,41 @@ func TestLeaseAnnouncedAgainAfterALoss(t *testing.T) {
 	waitAnswering(t, b)
 }
 
+// TestCloseWhileOthersWrite: Close returns though invalidations keep
+// coming (a tracking connection's reads end with the store, not with the
+// next quiet second).
+func TestCloseWhileOthersWrite(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	prefix := "close" + randomID(t)[:8] + ":"
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer c.Close()
+	s, err := redisstore.New(context.Background(), redisstore.Config{Client: c, Prefix: prefix, MaxClockSkew: testSkew, Lease: testLease})
+	require.NoError(t, err)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		w := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+		defer w.Close()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = w.Set(context.Background(), prefix+"{b00}:noise", 1, time.Minute).Err()
+		}
+	})
+	defer func() { close(stop); wg.Wait() }()
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return while another client kept writing")
+	}
+}
+
 // TestLeaseOffIsRoundTrips: with the lease off everywhere, every check is a
 // round trip and a kill does not wait.
 func TestLeaseOffIsRoundTrips(t *testing.T) {

@@ -133,13 +133,17 @@ end
 `
 
 // check: KEYS jti, marker[, family]; ARGV seen q, no stamp, gen, iat (Unix
-// s). A Live token of a family gets its family's remaining time (ms) after
-// the head: a local answer lasts no longer.
+// s), '1' on a cluster. After the head: the family's remaining time (ms)
+// for a Live token of a family, else -1 (a local answer lasts no longer);
+// on a cluster, the id of the node that answered (a local answer is kept
+// only from a node whose invalidations this process receives).
 const checkSource = "#!lua flags=no-writes\n" + prelude + `
 if not open(KEYS[2]) then return lost(3) end
 local st = state(KEYS[1], KEYS[3] or false, ARGV[3], ARGV[4])
 local h = head(st)
+h[headLen + 1] = -1
 if st == 0 and KEYS[3] then h[headLen + 1] = redis.call('PTTL', KEYS[3]) end
+if ARGV[5] == '1' then h[headLen + 2] = redis.call('CLUSTER', 'MYID') end
 return h
 `
 

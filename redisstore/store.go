@@ -169,11 +169,17 @@ type Store struct {
 	replicas int
 	waitFor  time.Duration
 
+	// clusterArg tells the check script it runs on a cluster ("1").
+	clusterArg string
 	// local answers "live" without a round trip while its lease holds
 	// (nil: off); leaseAll is the deployment's longest lease (ns), which
 	// every kill waits out.
 	local    *local
 	leaseAll atomic.Int64
+	// leaseRead is when the deployment's lease was last read (Unix ns):
+	// one not read for a while may have grown, and kills then wait
+	// MaxLease.
+	leaseRead atomic.Int64
 
 	// seen holds, per bucket, the latest of its history this process has
 	// seen, to notice a rollback.
@@ -262,6 +268,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		cfg.Lease = DefaultLease
 	case cfg.Lease > MaxLease:
 		return nil, fmt.Errorf("%w: Lease above %v", jtiguard.ErrConfig, MaxLease)
+	}
+	if _, ok := s.c.(*redis.ClusterClient); ok {
+		s.clusterArg = "1"
 	}
 	s.batch = newBatcher(cfg.Client)
 	if err := s.open(ctx, cfg.Replicas); err != nil {
@@ -409,7 +418,10 @@ func (s *Store) watch() {
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), healthEvery)
 			_ = s.checkServers(ctx)
-			_ = s.refreshLease(ctx) // on failure the last known lease stands
+			cancel()
+			// Its own deadline: a slow primary must not starve it.
+			ctx, cancel = context.WithTimeout(context.Background(), healthEvery)
+			_ = s.refreshLease(ctx)
 			cancel()
 		}
 	}
@@ -566,7 +578,7 @@ func (s *Store) Check(ctx context.Context, t store.TokenRef) (store.Status, erro
 	_, keys := s.tokenKeys(t)
 	before := s.seen[b].Load()
 	sn := s.local.snap(b)
-	vals, err := s.batch.check(ctx, keys, []any{before.seenQ(), "", strconv.FormatUint(t.Generation, 10), strconv.FormatInt(t.IssuedAt.Unix(), 10)})
+	vals, err := s.batch.check(ctx, keys, []any{before.seenQ(), "", strconv.FormatUint(t.Generation, 10), strconv.FormatInt(t.IssuedAt.Unix(), 10), s.clusterArg})
 	if err != nil {
 		return 0, wrap("check", err)
 	}
@@ -586,8 +598,12 @@ func (s *Store) Check(ctx context.Context, t store.TokenRef) (store.Status, erro
 				}
 			}
 		}
+		var node string
+		if len(vals) > headLen+1 {
+			node, _ = vals[headLen+1].(string)
+		}
 		if ttl != 0 {
-			s.local.put(t, b, sn, ttl)
+			s.local.put(t, b, sn, ttl, node)
 		}
 	}
 	return st, nil
@@ -702,8 +718,10 @@ func (s *Store) Begin(ctx context.Context, f store.Family) error {
 		case err != nil:
 			return wrap("begin", err)
 		case st == store.Live:
-			if len(vals) > headLen && vals[headLen] != int64(0) {
-				// Families ended for the limit: their tokens are dead.
+			// Families ended for the limit: their tokens are dead. A
+			// retried begin (its first reply lost) cannot tell whether its
+			// first attempt ended any: it waits too.
+			if f.Limit > 0 && (len(vals) == headLen || vals[headLen] != int64(0)) {
 				return wrap("begin", s.settleKill(ctx, time.Now()))
 			}
 			return nil
