@@ -146,7 +146,7 @@ func (s *Sessions) EndOthers(ctx context.Context, currentAccessToken string) (in
 	if err != nil {
 		return 0, err
 	}
-	c, err := s.ver.access(ctx, currentAccessToken)
+	c, _, err := s.ver.access(ctx, currentAccessToken)
 	if err != nil {
 		return 0, err
 	}

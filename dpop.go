@@ -999,7 +999,7 @@ func (d *DPoPVerifier) Verify(ctx context.Context, token, proof string, req DPoP
 // verifySplit is Verify with two store operations: the token's Check and
 // the proof's Consume.
 func (d *DPoPVerifier) verifySplit(ctx context.Context, token, proof string, req DPoPRequest) (Claims, CacheResult, error) {
-	c, cache, err := d.v.accessCached(ctx, token)
+	c, cache, err := d.v.access(ctx, token)
 	if err != nil {
 		return Claims{}, cache, err
 	}

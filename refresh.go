@@ -403,7 +403,7 @@ type Change struct {
 // after a Renew.
 func (s *Sessions) Renew(ctx context.Context, accessToken string, ch Change) (*TokenPair, error) {
 	start := s.ver.verifyStart()
-	cp, cache, err := s.ver.accessCached(ctx, accessToken)
+	cp, cache, err := s.ver.access(ctx, accessToken)
 	var p *TokenPair
 	if err == nil {
 		p, err = s.renew(ctx, cp, ch)

@@ -242,16 +242,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 	return *c, nil
 }
 
-// access is Verify for bound tokens too: the caller checks the binding.
-// It reports no Verification (see accessCached).
-func (v *Verifier) access(ctx context.Context, token string) (*Claims, error) {
-	c, _, err := v.accessCached(ctx, token)
-	return c, err
-}
-
-// accessCached is access, with what the cache did, for a caller that
-// reports the verification.
-func (v *Verifier) accessCached(ctx context.Context, token string) (*Claims, CacheResult, error) {
+// access is Verify for bound tokens too (the caller checks the binding),
+// with what the cache did, for a caller that reports the verification.
+func (v *Verifier) access(ctx context.Context, token string) (*Claims, CacheResult, error) {
 	c, cache, err := v.verified(ctx, token, TypeAccess)
 	if err != nil {
 		return nil, cache, err
