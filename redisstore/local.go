@@ -95,10 +95,6 @@ type local struct {
 	// onDemoted, if set, is called when a tracked node is found to be no
 	// longer a primary: the topology must be reloaded.
 	onDemoted func()
-	// misses counts the round trips taken while local answers were on,
-	// for tests and benchmarks (hits are not counted: a counter would be
-	// a cache line that every core writes).
-	misses atomic.Int64
 }
 
 // liveEntry is a Live answer for one token, immutable once published.
@@ -162,7 +158,6 @@ func (l *local) snap(b byte) snapshot {
 	if l == nil {
 		return snapshot{}
 	}
-	l.misses.Add(1)
 	now := l.mono()
 	// Versions first, then the lease: a reset after these reads changes
 	// the epoch; one before leaves no lease.
