@@ -33,7 +33,7 @@ type cachedToken struct {
 	ring   *keyring // the key set's state when it was checked to hold key
 }
 
-func newTokenCache(size int, keys *KeySet) (*tokenCache, error) {
+func newTokenCache(size int, keys *KeySet) *tokenCache {
 	// Twice the entries wanted, in sets of four, keeps the sets that
 	// overflow (and make their tokens take turns) rare at full size.
 	n := max(ways, 1<<bits.Len(uint(2*size-1)))
@@ -42,7 +42,7 @@ func newTokenCache(size int, keys *KeySet) (*tokenCache, error) {
 		shift: uint8(64 - bits.Len(uint(n-1))),
 		seed:  rand.Uint64(),
 		keys:  keys,
-	}, nil
+	}
 }
 
 const ways = 4

@@ -157,11 +157,7 @@ func NewVerifier(keys *KeySet, cfg VerifierConfig) (*Verifier, error) {
 		cfg.CacheSize = DefaultCacheSize
 	}
 	if cfg.CacheSize > 0 {
-		c, err := newTokenCache(cfg.CacheSize, keys)
-		if err != nil {
-			return nil, err
-		}
-		v.cache = c
+		v.cache = newTokenCache(cfg.CacheSize, keys)
 	}
 	return v, nil
 }
