@@ -28,7 +28,8 @@ import (
 func (v *Verifier) active(ctx context.Context, token string) (*Claims, error) {
 	c, err := v.authentic(ctx, token, TypeAccess)
 	if err == nil {
-		if err := v.checkTimes(c, v.cfg.Now()); err != nil {
+		now, soon := v.times()
+		if err := v.checkTimes(c, now, soon); err != nil {
 			return nil, reject(err)
 		}
 	}

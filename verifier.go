@@ -92,9 +92,10 @@ type VerifierConfig struct {
 // generation, or issued before the store's memory begins.
 type Verifier struct {
 	// leewaySec is the leeway in whole seconds, or -1 if it has a
-	// fraction: checkTimes adds it to a Unix second without a time.Add.
+	// fraction: times adds it to a Unix second without a time.Add.
 	leewaySec int64
 	clock     *wallClock // for observers' timings, and Now by default
+	ownClock  bool       // Now is clock.Now: times reads it without a time.Time
 	keys      *KeySet
 	cfg       VerifierConfig
 	cache     *tokenCache
@@ -111,7 +112,8 @@ func NewVerifier(keys *KeySet, cfg VerifierConfig) (*Verifier, error) {
 		return nil, fmt.Errorf("%w: Issuer and Audience are required", ErrConfig)
 	}
 	clock := newWallClock()
-	if cfg.Now == nil {
+	ownClock := cfg.Now == nil
+	if ownClock {
 		cfg.Now = clock.Now
 	}
 	switch {
@@ -149,7 +151,7 @@ func NewVerifier(keys *KeySet, cfg VerifierConfig) (*Verifier, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	v := &Verifier{keys: keys, cfg: cfg, log: cfg.Logger, obs: hooksOf(cfg.Observer), leewaySec: -1, clock: clock}
+	v := &Verifier{keys: keys, cfg: cfg, log: cfg.Logger, obs: hooksOf(cfg.Observer), leewaySec: -1, clock: clock, ownClock: ownClock}
 	if cfg.Leeway%time.Second == 0 {
 		v.leewaySec = int64(cfg.Leeway / time.Second)
 	}
@@ -353,7 +355,7 @@ func (v *Verifier) verified(ctx context.Context, token string, want TokenType) (
 	if len(token) > v.cfg.MaxTokenSize {
 		return nil, CacheNone, reject(ErrTokenTooLarge)
 	}
-	now := v.cfg.Now()
+	now, soon := v.times()
 	// Only access tokens are presented repeatedly; the other classes are
 	// used once, so caching them would only cost.
 	cache := v.cache
@@ -363,7 +365,7 @@ func (v *Verifier) verified(ctx context.Context, token string, want TokenType) (
 	result := CacheNone
 	if cache != nil {
 		if c := cache.get(token, want); c != nil {
-			if err := v.checkTimes(c, now); err != nil {
+			if err := v.checkTimes(c, now, soon); err != nil {
 				return nil, CacheHit, reject(err)
 			}
 			return c, CacheHit, nil
@@ -375,7 +377,7 @@ func (v *Verifier) verified(ctx context.Context, token string, want TokenType) (
 		err = v.checkClaims(c)
 	}
 	if err == nil {
-		err = v.checkTimes(c, now)
+		err = v.checkTimes(c, now, soon)
 	}
 	if err != nil {
 		return nil, result, reject(err)
@@ -485,7 +487,8 @@ func (v *Verifier) checkIssued(c *Claims) error {
 	return nil
 }
 
-// checkTimes checks exp, iat and nbf against now. exp gets no leeway: the
+// checkTimes checks exp against now and iat and nbf against soon, now
+// plus the leeway (see times). exp gets no leeway: the
 // store forgets a revoked token Leeway after exp, and a token must be dead
 // on its own by then.
 //
@@ -493,14 +496,9 @@ func (v *Verifier) checkIssued(c *Claims) error {
 // at or past exp exactly when its whole second is, and iat or nbf is
 // beyond now plus the leeway exactly when it is beyond the latest whole
 // second now plus the leeway reaches (the leeway's fraction rounded down).
-func (v *Verifier) checkTimes(c *Claims, now time.Time) error {
-	n := now.Unix()
-	if n >= c.ExpiresAt.Unix() {
+func (v *Verifier) checkTimes(c *Claims, now, soon int64) error {
+	if now >= c.ExpiresAt.Unix() {
 		return ErrExpired
-	}
-	soon := n + v.leewaySec
-	if v.leewaySec < 0 {
-		soon = now.Add(v.cfg.Leeway).Unix()
 	}
 	if c.IssuedAt.Unix() > soon {
 		return ErrIssuedInFuture
@@ -509,4 +507,16 @@ func (v *Verifier) checkTimes(c *Claims, now time.Time) error {
 		return ErrNotYetValid
 	}
 	return nil
+}
+
+// times returns the current Unix second and the last second an iat or
+// nbf may name (now plus the leeway). With the Verifier's own clock and a
+// leeway of whole seconds, that is one clock reading and no time.Time.
+func (v *Verifier) times() (now, soon int64) {
+	if v.ownClock && v.leewaySec >= 0 {
+		now = v.clock.unix()
+		return now, now + v.leewaySec
+	}
+	t := v.cfg.Now()
+	return t.Unix(), t.Add(v.cfg.Leeway).Unix()
 }

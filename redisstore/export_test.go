@@ -22,5 +22,5 @@ func Answering(s *Store) bool {
 		return false
 	}
 	now := l.mono()
-	return now >= l.from.Load() && now < l.until.Load()
+	return now >= l.from.Load() && now < l.until.Load() && l.confirmed.Load() == l.suspects.Load()
 }

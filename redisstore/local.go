@@ -80,6 +80,15 @@ type local struct {
 	ver   [buckets]atomic.Uint64
 	from  atomic.Int64 // monotonic ns: no local answer before (a lease announced late)
 
+	// suspects counts the signs that the deployment's lease key may have
+	// been lost or lowered (a flush, a lost or new tracking connection,
+	// the key's own invalidation); confirmed is the count an announce
+	// read before it found the key and raised it if need be. No answer
+	// is kept while they differ, and each sign wakes the announce (kick)
+	// rather than waiting for the next second.
+	suspects, confirmed atomic.Uint64
+	kick                chan struct{}
+
 	slots []atomic.Pointer[liveEntry]
 	mask  uint64
 
@@ -125,6 +134,7 @@ func newLocal(prefix string, lease time.Duration, size int) *local {
 		prefix: prefix,
 		tracks: map[string]*tracker{},
 		stop:   make(chan struct{}),
+		kick:   make(chan struct{}, 1),
 	}
 }
 
@@ -162,7 +172,7 @@ func (l *local) snap(b byte) snapshot {
 	// Versions first, then the lease: a reset after these reads changes
 	// the epoch; one before leaves no lease.
 	sn := snapshot{ver: l.ver[b].Load(), epoch: l.epoch.Load(), sent: now}
-	sn.ok = now >= l.from.Load() && now < l.until.Load()
+	sn.ok = now >= l.from.Load() && now < l.until.Load() && l.confirmed.Load() == l.suspects.Load()
 	return sn
 }
 
@@ -220,11 +230,10 @@ func (l *local) tracked(node string) bool {
 // have it; anything unexpected drops everything.
 func (l *local) invalidate(key string) {
 	rest, ok := strings.CutPrefix(key, l.prefix)
-	if !ok {
-		l.reset()
-		return
-	}
-	if rest == leaseKeySuffix {
+	if !ok || rest == leaseKeySuffix {
+		// A flush (no key), or the lease key written: another process
+		// raised it, or it was lowered (deleted).
+		l.suspect()
 		return
 	}
 	if len(rest) >= 5 && rest[0] == '{' && rest[1] == 'b' && rest[4] == '}' {
@@ -239,6 +248,20 @@ func (l *local) invalidate(key string) {
 
 // reset drops every local answer.
 func (l *local) reset() { l.epoch.Add(1) }
+
+// suspect drops every local answer, and keeps none until an announce
+// begun after this call has found the deployment's lease key at least
+// this process's lease (or raised it, and the wait that follows a raise
+// is over). Writers that read the key while it was missing or lower wait
+// less than this lease; the sooner it is announced again, the fewer do.
+func (l *local) suspect() {
+	l.suspects.Add(1) // before the reset: a snap that sees the new epoch sees this
+	l.reset()
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
 
 // recompute sets the lease to the earliest of the trackers'. The caller
 // holds l.mu.
@@ -454,7 +477,7 @@ func (t *tracker) subscribed(ps *redis.PubSub) {
 	t.ready = t.dialed != ""
 	t.runID, t.node = t.dialed, t.dialedNode
 	t.rounds = map[uint64]*round{}
-	t.l.reset()
+	t.l.suspect()
 }
 
 // fail drops this primary's lease and every local answer.
@@ -465,7 +488,7 @@ func (t *tracker) fail() {
 	t.ready = false
 	t.until = 0
 	t.rounds = map[uint64]*round{}
-	t.l.reset()
+	t.l.suspect()
 	if t.l.tracks[t.addr] == t {
 		t.l.recompute()
 	}
@@ -687,6 +710,7 @@ func (s *Store) watchPrimaries(dial func(*redis.Options)) {
 // given until every writer has re-read the lease (within a second).
 func (s *Store) announce(ctx context.Context) error {
 	l := s.local
+	seq := l.suspects.Load()
 	prev, err := announceScript.Run(ctx, s.c, []string{s.prefix + leaseKeySuffix}, l.lease.Milliseconds()).Int64()
 	if err != nil {
 		return wrap("announcing the lease", err)
@@ -694,6 +718,8 @@ func (s *Store) announce(ctx context.Context) error {
 	if p := time.Duration(prev) * time.Millisecond; p < l.lease {
 		l.from.Store(l.mono() + int64(2*healthEvery+100*time.Millisecond))
 		l.reset()
+	}
+	for c := l.confirmed.Load(); c < seq && !l.confirmed.CompareAndSwap(c, seq); c = l.confirmed.Load() {
 	}
 	s.leaseAll.Store(int64(max(time.Duration(prev)*time.Millisecond, l.lease)))
 	s.leaseRead.Store(time.Now().UnixNano())

@@ -378,6 +378,40 @@ func TestLeaseAnnouncedAgainAfterALoss(t *testing.T) {
 	waitAnswering(t, b)
 }
 
+// TestLeaseKeyDeletedIsAnnouncedAgainAtOnce: deleting the lease key (to
+// lower it, or a loss of that key alone) is a sign writers may now wait
+// less than this process's lease. The process drops its local answers,
+// announces its lease again at once (its invalidation wakes the announce,
+// not the next second's tick), and withholds answers until writers have
+// re-read it.
+func TestLeaseKeyDeletedIsAnnouncedAgainAtOnce(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	prefix := "reannounce" + randomID(t)[:8] + ":"
+	keys := testKeys(t)
+	b := openProcess(t, keys, prefix, testLease, []string{srv.Addr()})
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer c.Close()
+	ctx := context.Background()
+	for round := range 3 {
+		waitAnswering(t, b)
+		tok := b.plain(t)
+		require.Eventually(t, func() bool { return b.local(t, tok) }, 10*time.Second, time.Millisecond, "round %d: never answered locally", round)
+
+		require.NoError(t, c.Del(ctx, prefix+"lease").Err())
+		deleted := time.Now()
+		require.Eventually(t, func() bool {
+			v, err := c.Get(ctx, prefix+"lease").Int64()
+			return err == nil && v == testLease.Milliseconds()
+		}, 10*time.Second, time.Millisecond, "round %d: the lease never announced again", round)
+		// The periodic announce comes once a second: three rounds each
+		// back well within half of that are the invalidation's doing.
+		assert.Less(t, time.Since(deleted), 500*time.Millisecond, "round %d: announced again by the tick, not at once", round)
+		assert.False(t, redisstore.Answering(b.store), "round %d: answers given right after the key came back", round)
+		assert.False(t, b.local(t, tok), "round %d: a local answer from before the deletion", round)
+	}
+}
+
 // TestCloseWhileOthersWrite: Close returns though invalidations keep
 // coming (a tracking connection's reads end with the store, not with the
 // next quiet second).

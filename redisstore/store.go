@@ -411,10 +411,18 @@ func (s *Store) offset(ctx context.Context, c *redis.Client) (time.Duration, err
 func (s *Store) watch() {
 	t := time.NewTicker(healthEvery)
 	defer t.Stop()
+	var kick chan struct{} // a sign the lease key was lost: announce at once
+	if s.local != nil {
+		kick = s.local.kick
+	}
 	for {
 		select {
 		case <-s.stop:
 			return
+		case <-kick:
+			ctx, cancel := context.WithTimeout(context.Background(), healthEvery)
+			_ = s.refreshLease(ctx)
+			cancel()
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), healthEvery)
 			_ = s.checkServers(ctx)

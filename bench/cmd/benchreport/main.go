@@ -293,7 +293,7 @@ func localAnswers(res map[string]*result) string {
 		return x.median(unit)
 	}
 	mem := cell(res["Warm/memory"], "ns/op")
-	b.WriteString("\nWarm verification (EdDSA, the same token again) per store, with the commands sent to Redis per verification:\n\n| store | time/op | × memory | round trips/op | allocs/op |\n|---|---:|---:|---:|---:|\n")
+	b.WriteString("\nWarm verification (EdDSA, the same token again, one core: `-cpu 1`) per store, with the commands sent to Redis per verification:\n\n| store | time/op | × memory | round trips/op | allocs/op |\n|---|---:|---:|---:|---:|\n")
 	for _, st := range []string{"memory", "redis-local", "redis-roundtrip"} {
 		r := res["Warm/"+st]
 		if r == nil {
