@@ -1,6 +1,13 @@
 package redisstore
 
-import "github.com/redis/go-redis/v9"
+import (
+	"context"
+	"errors"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jtiguard/jtiguard/store"
+)
 
 // CheckSource is the verification script, for the benchmark's ceiling run.
 const CheckSource = checkSource
@@ -23,4 +30,45 @@ func Answering(s *Store) bool {
 	}
 	now := l.mono()
 	return now >= l.from.Load() && now < l.until.Load() && l.confirmed.Load() == l.suspects.Load()
+}
+
+// Kept reports whether s holds a local answer for t that no invalidation
+// has dropped, whether or not the lease lets it be used now.
+func Kept(s *Store, t store.TokenRef) bool {
+	l := s.local
+	if l == nil {
+		return false
+	}
+	i := l.set(t.ID)
+	for j := range uint64(4) {
+		if e := l.slots[i+j].Load(); e != nil && e.id == t.ID {
+			return e.versions == l.versionsOf(t, bucket(t.Subject))
+		}
+	}
+	return false
+}
+
+// HeartbeatAfter returns a condition that holds once a heartbeat of s
+// begun after the call has been confirmed: every invalidation Redis sent
+// s before then has been taken.
+func HeartbeatAfter(s *Store) func() bool {
+	l := s.local
+	t0 := l.mono()
+	return func() bool { return l.until.Load() > t0+int64(l.lease) }
+}
+
+// RewriteMarker rewrites the marker of subject's bucket, as a process that
+// found the bucket rolled back does.
+func RewriteMarker(ctx context.Context, s *Store, subject string) error {
+	b := bucket(subject)
+	g, err := s.c.HGet(ctx, s.tag(b)+":e", "g").Int64()
+	if err != nil {
+		return err
+	}
+	s.rolled[b].Store(g + 1)
+	s.repair(ctx, int(b))
+	if s.rolled[b].Load() != 0 {
+		return errors.New("marker not rewritten")
+	}
+	return nil
 }

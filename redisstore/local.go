@@ -20,7 +20,7 @@ import (
 
 // Local answers. A process may answer "live" for a token from its own
 // memory, with no round trip, only while it provably holds every
-// invalidation that could concern the answer. docs/faults.md has the whole
+// invalidation that could concern the answer. docs/local.md has the whole
 // argument; in short:
 //
 //   - Tracking. One connection per primary has Redis's client tracking on in
@@ -41,10 +41,11 @@ import (
 //     processes' clocks matter (bounded drift, a margin of 1%), never their
 //     readings.
 //   - Entries. An answer fetched by a round trip is kept only if no
-//     invalidation of its bucket and no reconnection came between the moment
-//     the request was sent and the moment the answer is read (versions
-//     compared on every hit), and never beyond its family's end (the key's
-//     remaining time, read by the script, counted from the send).
+//     invalidation of what it read (its jti's key, its family's, its bucket's
+//     marker rewritten) and no reconnection came between the moment the
+//     request was sent and the moment the answer is read (versions compared
+//     on every hit), and never beyond its family's end (the key's remaining
+//     time, read by the script, counted from the send).
 //   - Anything else drops everything: a tracking connection lost, paused
 //     beyond the lease, reconnected, flushed, a primary that is no longer
 //     one, a change in the set of primaries.
@@ -79,6 +80,9 @@ type local struct {
 	epoch atomic.Uint64 // bumped by every reconnection and reset
 	ver   [buckets]atomic.Uint64
 	from  atomic.Int64 // monotonic ns: no local answer before (a lease announced late)
+	// jver and fver are versions of jti and family keys, by a hash of the
+	// id the key names (see invalidate).
+	jver, fver [keyVersions]atomic.Uint64
 
 	// suspects counts the signs that the deployment's lease key may have
 	// been lost or lowered (a flush, a lost or new tracking connection,
@@ -106,22 +110,38 @@ type local struct {
 	onDemoted func()
 }
 
+// keyVersions is how many versions jti keys and family keys each share:
+// an invalidation of one drops the answers of the ids that share its
+// version, about one in 4,096 of those held.
+const keyVersions = 1 << 12
+
+// keyVersion picks the version of a jti or sid: its bytes are random, and
+// the entries' table uses the other half.
+func keyVersion(id store.JTI) uint64 {
+	return binary.LittleEndian.Uint64(id[8:]) & (keyVersions - 1)
+}
+
 // liveEntry is a Live answer for one token, immutable once published.
 type liveEntry struct {
 	id, sid  store.JTI
 	gen      uint64
 	b        byte
-	ver      uint64
-	epoch    uint64
 	deadline int64 // monotonic ns
+	versions
+}
+
+// versions are what an answer rests on; all must be unchanged for it to
+// be used.
+type versions struct {
+	ver, jver, fver uint64 // of the bucket, the jti, the family
+	epoch           uint64
 }
 
 // snapshot is what a round trip must find unchanged to be kept.
 type snapshot struct {
-	ok    bool
-	sent  int64
-	ver   uint64
-	epoch uint64
+	ok   bool
+	sent int64
+	versions
 }
 
 func newLocal(prefix string, lease time.Duration, size int) *local {
@@ -158,20 +178,29 @@ func (l *local) live(t store.TokenRef, b byte) bool {
 			return false
 		}
 		now := l.mono()
-		return now < l.until.Load() && now < e.deadline && e.ver == l.ver[b].Load() && e.epoch == l.epoch.Load()
+		return now < l.until.Load() && now < e.deadline && e.versions == l.versionsOf(t, b)
 	}
 	return false
 }
 
-// snap is taken before a round trip whose Live answer may be kept.
-func (l *local) snap(b byte) snapshot {
+// versionsOf reads the versions an answer about t rests on.
+func (l *local) versionsOf(t store.TokenRef, b byte) versions {
+	v := versions{ver: l.ver[b].Load(), jver: l.jver[keyVersion(t.ID)].Load(), epoch: l.epoch.Load()}
+	if !t.Session.IsZero() {
+		v.fver = l.fver[keyVersion(t.Session)].Load()
+	}
+	return v
+}
+
+// snap is taken before a round trip about t whose Live answer may be kept.
+func (l *local) snap(t store.TokenRef, b byte) snapshot {
 	if l == nil {
 		return snapshot{}
 	}
 	now := l.mono()
 	// Versions first, then the lease: a reset after these reads changes
 	// the epoch; one before leaves no lease.
-	sn := snapshot{ver: l.ver[b].Load(), epoch: l.epoch.Load(), sent: now}
+	sn := snapshot{versions: l.versionsOf(t, b), sent: now}
 	sn.ok = now >= l.from.Load() && now < l.until.Load() && l.confirmed.Load() == l.suspects.Load()
 	return sn
 }
@@ -195,7 +224,7 @@ func (l *local) put(t store.TokenRef, b byte, sn snapshot, ttl time.Duration, no
 	if ttl <= 0 {
 		return
 	}
-	e := &liveEntry{id: t.ID, sid: t.Session, gen: t.Generation, b: b, ver: sn.ver, epoch: sn.epoch, deadline: sn.sent + int64(ttl)}
+	e := &liveEntry{id: t.ID, sid: t.Session, gen: t.Generation, b: b, versions: sn.versions, deadline: sn.sent + int64(ttl)}
 	i := l.set(t.ID)
 	for j := range uint64(4) {
 		old := l.slots[i+j].Load()
@@ -224,26 +253,73 @@ func (l *local) tracked(node string) bool {
 	return false
 }
 
-// invalidate takes the invalidation of key: every answer in its bucket
-// is dropped. A key of another shape under the prefix changes nothing a
-// local answer rests on, but the loss markers' and families' keys all
-// have it; anything unexpected drops everything.
-func (l *local) invalidate(key string) {
-	rest, ok := strings.CutPrefix(key, l.prefix)
-	if !ok || rest == leaseKeySuffix {
-		// A flush (no key), or the lease key written: another process
-		// raised it, or it was lowered (deleted).
-		l.suspect()
-		return
-	}
-	if len(rest) >= 5 && rest[0] == '{' && rest[1] == 'b' && rest[4] == '}' {
-		var b [1]byte
-		if _, err := hex.Decode(b[:], []byte(rest[2:4])); err == nil {
-			l.ver[b[0]].Add(1)
-			return
+// invalidate takes one invalidation message: the keys one pass of the
+// server's event loop wrote under the prefix (Redis sends a broadcast
+// tracking client each pass's keys together), or a flush. A jti's key
+// (":j:<jti>") drops the answers of that jti, a family's (":f:<sid>")
+// those of its tokens, a marker's rewrite (":m", written with every
+// rewrite) those of its bucket. The marker itself (":e") is bumped by
+// every write, beside the key the write is about: it drops its bucket
+// only when it comes without a jti or family key of the bucket (a write
+// about nothing an answer reads, or the marker deleted). A subject's
+// index (":s:") is read by no check. Anything else drops everything.
+func (l *local) invalidate(keys []string) {
+	var marker, named [buckets / 64]uint64 // bit sets of buckets
+	for _, key := range keys {
+		rest, ok := strings.CutPrefix(key, l.prefix)
+		if !ok || rest == leaseKeySuffix {
+			// A flush (no key), or the lease key written: another process
+			// raised it, or it was lowered (deleted).
+			l.suspect()
+			continue
+		}
+		b, kind, id, ok := parseKey(rest)
+		if !ok {
+			l.reset()
+			continue
+		}
+		switch kind {
+		case "j":
+			l.jver[keyVersion(id)].Add(1)
+			named[b/64] |= 1 << (b % 64)
+		case "f":
+			l.fver[keyVersion(id)].Add(1)
+			named[b/64] |= 1 << (b % 64)
+		case "e":
+			marker[b/64] |= 1 << (b % 64)
+		case "m":
+			l.ver[b].Add(1)
+		case "s":
 		}
 	}
-	l.reset()
+	for i := range marker {
+		for alone := marker[i] &^ named[i]; alone != 0; alone &= alone - 1 {
+			l.ver[i*64+bits.TrailingZeros64(alone)].Add(1)
+		}
+	}
+}
+
+// parseKey reads a key of a bucket, without the prefix: "{bXX}:e", "{bXX}:m",
+// "{bXX}:j:<jti>", "{bXX}:f:<sid>" or "{bXX}:s:<hex subject>". The id is
+// that of a jti or family key.
+func parseKey(k string) (b byte, kind string, id store.JTI, ok bool) {
+	if len(k) < 7 || k[0] != '{' || k[1] != 'b' || k[4] != '}' || k[5] != ':' {
+		return 0, "", id, false
+	}
+	var bb [1]byte
+	if _, err := hex.Decode(bb[:], []byte(k[2:4])); err != nil {
+		return 0, "", id, false
+	}
+	switch rest := k[6:]; {
+	case rest == "e" || rest == "m":
+		return bb[0], rest, id, true
+	case strings.HasPrefix(rest, "s:"):
+		return bb[0], "s", id, true
+	case strings.HasPrefix(rest, "j:") || strings.HasPrefix(rest, "f:"):
+		id, err := store.ParseJTI(rest[2:])
+		return bb[0], rest[:1], id, err == nil
+	}
+	return 0, "", id, false
 }
 
 // reset drops every local answer.
@@ -309,6 +385,7 @@ type tracker struct {
 	until  int64 // monotonic ns: this primary's lease
 	gen    uint64
 	ready  bool
+	failed bool   // the connection was lost: its next subscription is a sign (see suspect)
 	runID  string // of the node the tracking connection is on
 	node   string // its cluster node id (on a cluster)
 	dialed string // run_id read by the connection being opened
@@ -453,12 +530,11 @@ func (t *tracker) connection(ctx context.Context) (subscribed bool) {
 			subscribed = true
 			t.subscribed(ps)
 		case *redis.Message:
-			for _, k := range m.PayloadSlice {
-				t.l.invalidate(k)
+			keys := m.PayloadSlice
+			if m.Payload != "" || len(keys) == 0 {
+				keys = append(keys, m.Payload) // one key, or a flush ("")
 			}
-			if m.Payload != "" || len(m.PayloadSlice) == 0 {
-				t.l.invalidate(m.Payload)
-			}
+			t.l.invalidate(keys)
 		case *redis.Pong:
 			t.pong(m.Payload)
 		}
@@ -477,7 +553,14 @@ func (t *tracker) subscribed(ps *redis.PubSub) {
 	t.ready = t.dialed != ""
 	t.runID, t.node = t.dialed, t.dialedNode
 	t.rounds = map[uint64]*round{}
-	t.l.suspect()
+	if t.failed {
+		// Back after a loss of the connection (a restart, say): the lease
+		// key may be gone with the data.
+		t.failed = false
+		t.l.suspect()
+		return
+	}
+	t.l.reset()
 }
 
 // fail drops this primary's lease and every local answer.
@@ -486,6 +569,7 @@ func (t *tracker) fail() {
 	defer t.l.mu.Unlock()
 	t.gen++
 	t.ready = false
+	t.failed = true
 	t.until = 0
 	t.rounds = map[uint64]*round{}
 	t.l.suspect()

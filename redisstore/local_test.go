@@ -18,6 +18,7 @@ import (
 	"github.com/jtiguard/jtiguard"
 	"github.com/jtiguard/jtiguard/redisstore"
 	"github.com/jtiguard/jtiguard/redisstore/redistest"
+	"github.com/jtiguard/jtiguard/store"
 )
 
 // raceTrials is how many trials a test of a race runs: JTIGUARD_TRIALS
@@ -104,7 +105,9 @@ func TestLocalAnswersTakeNoRoundTrip(t *testing.T) {
 			}
 			keys := testKeys(t)
 			prefix := "local" + randomID(t)[:8] + ":"
-			p := openProcess(t, keys, prefix, testLease, addrs)
+			// No kills here: a lease longer than the heartbeats' delays
+			// on a loaded machine, so that a late one does not end it.
+			p := openProcess(t, keys, prefix, 20*testLease, addrs)
 			waitAnswering(t, p)
 			pair, err := p.sess.Login(context.Background(), jtiguard.Login{Subject: "alice"})
 			require.NoError(t, err)
@@ -376,6 +379,106 @@ func TestLeaseAnnouncedAgainAfterALoss(t *testing.T) {
 		return err == nil && v == testLease.Milliseconds()
 	}, 10*time.Second, 10*time.Millisecond, "the lease announced again")
 	waitAnswering(t, b)
+}
+
+// bucketMates returns n subjects other than subject whose state shares its
+// bucket under prefix.
+func bucketMates(prefix, subject string, n int) []string {
+	var out []string
+	for i := 0; len(out) < n; i++ {
+		if s := fmt.Sprintf("neighbour-%d", i); redisstore.MarkerKey(prefix, s) == redisstore.MarkerKey(prefix, subject) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// refOf names the token whose claims are c to a store.
+func refOf(t testing.TB, c *jtiguard.Claims) store.TokenRef {
+	ref := store.TokenRef{ID: c.ID, Subject: c.Subject, Generation: c.Generation}
+	if c.Session != "" {
+		sid, err := jtiguard.ParseJTI(c.Session)
+		require.NoError(t, err)
+		ref.Session = sid
+	}
+	return ref
+}
+
+// TestWritesAboutOthersKeepLocalAnswers: invalidation is per key. Logins,
+// refreshes, logouts and revocations of other subjects whose state shares
+// the bucket (each bumps the bucket's marker), and another session of the
+// same subject ended, leave a token's local answer in place; a write about
+// the token itself, or its bucket's marker rewritten, drops it.
+func TestWritesAboutOthersKeepLocalAnswers(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	keys := testKeys(t)
+	prefix := "perkey" + randomID(t)[:8] + ":"
+	a := openProcess(t, keys, prefix, testLease, []string{srv.Addr()})
+	b := openProcess(t, keys, prefix, testLease, []string{srv.Addr()})
+	waitAnswering(t, b)
+	ctx := context.Background()
+	others := bucketMates(prefix, "alice", 5)
+	login := func(t *testing.T, subject string) *jtiguard.TokenPair {
+		p, err := a.sess.Login(ctx, jtiguard.Login{Subject: subject})
+		require.NoError(t, err)
+		return p
+	}
+	writes := []struct {
+		name                  string
+		keepAccess, keepPlain bool // alice's access token of a session, and one of none
+		write                 func(t *testing.T, access *jtiguard.TokenPair, plain string) error
+	}{
+		{"another's login", true, true, func(t *testing.T, _ *jtiguard.TokenPair, _ string) error {
+			login(t, others[0])
+			return nil
+		}},
+		{"another's refresh", true, true, func(t *testing.T, _ *jtiguard.TokenPair, _ string) error {
+			_, err := a.sess.Refresh(ctx, login(t, others[1]).RefreshToken)
+			return err
+		}},
+		{"another's logout", true, true, func(t *testing.T, _ *jtiguard.TokenPair, _ string) error {
+			return a.sess.Logout(ctx, login(t, others[2]).AccessToken)
+		}},
+		{"another's logout everywhere", true, true, func(t *testing.T, _ *jtiguard.TokenPair, _ string) error {
+			login(t, others[3])
+			_, err := a.sess.LogoutAll(ctx, others[3])
+			return err
+		}},
+		{"another's token revoked", true, true, func(t *testing.T, _ *jtiguard.TokenPair, _ string) error {
+			tok, _, err := a.iss.Access(jtiguard.Claims{Subject: others[4], Audience: []string{testAudience}})
+			require.NoError(t, err)
+			return a.ver.Revoke(ctx, tok)
+		}},
+		{"another session of the subject ended", true, true, func(t *testing.T, _ *jtiguard.TokenPair, _ string) error {
+			return a.sess.Logout(ctx, login(t, "alice").AccessToken)
+		}},
+		{"the token of no session revoked", true, false, func(_ *testing.T, _ *jtiguard.TokenPair, plain string) error {
+			return a.ver.Revoke(ctx, plain)
+		}},
+		{"the session renewed", false, true, func(_ *testing.T, p *jtiguard.TokenPair, _ string) error {
+			_, err := a.sess.Renew(ctx, p.AccessToken, jtiguard.Change{ACR: "mfa"})
+			return err
+		}},
+		{"the bucket's marker rewritten", false, false, func(*testing.T, *jtiguard.TokenPair, string) error {
+			return redisstore.RewriteMarker(ctx, a.store, "alice")
+		}},
+	}
+	for _, w := range writes {
+		t.Run(w.name, func(t *testing.T) {
+			pair := login(t, "alice")
+			plain, plainClaims, err := a.iss.Access(jtiguard.Claims{Subject: "alice", Audience: []string{testAudience}})
+			require.NoError(t, err)
+			require.True(t, b.soonLocal(t, pair.AccessToken), "B never answered the access token locally")
+			require.True(t, b.soonLocal(t, plain), "B never answered the token of no session locally")
+
+			require.NoError(t, w.write(t, pair, plain))
+			synced := redisstore.HeartbeatAfter(b.store)
+			require.Eventually(t, synced, 10*time.Second, time.Millisecond, "B's heartbeats stopped")
+			assert.Equal(t, w.keepAccess, redisstore.Kept(b.store, refOf(t, pair.Access)), "the access token's local answer kept")
+			assert.Equal(t, w.keepPlain, redisstore.Kept(b.store, refOf(t, plainClaims)), "the plain token's local answer kept")
+		})
+	}
 }
 
 // TestLeaseKeyDeletedIsAnnouncedAgainAtOnce: deleting the lease key (to

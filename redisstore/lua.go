@@ -44,6 +44,11 @@ import "github.com/redis/go-redis/v9"
 //	w<i> a random stamp of the write that took q to a value ≡ i (mod 64):
 //	    with q, the bucket's recent history
 //
+// Every marker write also writes the bucket's signal key (":m", the
+// marker's g), which nothing reads: its invalidation tells processes that
+// answer locally that the marker changed, which the marker's own cannot
+// (every write bumps q).
+//
 // A missing marker means the bucket lost its data (restart without
 // persistence, FLUSHALL, failover to an empty replica): every token in it
 // is Lost until the marker is written again.
@@ -197,7 +202,7 @@ bump()
 return head(0)
 `)
 
-// mark: KEYS marker; ARGV m (ms), expected g, least g. With an empty
+// mark: KEYS marker, its signal; ARGV m (ms), expected g, least g. With an empty
 // expected g it writes a missing marker only; otherwise it rewrites the
 // marker if its g is still the expected one (so that of several processes
 // finding one rollback, one rewrites). The new g is above both the old and
@@ -210,6 +215,7 @@ if (ARGV[2] == '' and f[1]) or (ARGV[2] ~= '' and f[1] and f[2] ~= ARGV[2]) then
 end
 local g = math.max((tonumber(f[2]) or 0) + 1, tonumber(ARGV[3]))
 redis.call('HSET', KEYS[1], 'm', ARGV[1], 'g', string.format('%.0f', g))
+redis.call('SET', KEYS[2], string.format('%.0f', g))
 return {1, tonumber(ARGV[1])}
 `)
 

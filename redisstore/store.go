@@ -474,7 +474,7 @@ func (s *Store) mark(ctx context.Context) (int64, error) {
 	pipe := s.c.Pipeline()
 	cmds := make([]*redis.Cmd, buckets)
 	for b := range buckets {
-		cmds[b] = markScript.EvalSha(ctx, pipe, []string{s.tag(byte(b)) + ":e"}, m, "", s.gmin(byte(b)))
+		cmds[b] = markScript.EvalSha(ctx, pipe, s.markerKeys(byte(b)), m, "", s.gmin(byte(b)))
 	}
 	_, _ = pipe.Exec(ctx) // errors are per command
 	var until int64
@@ -482,7 +482,7 @@ func (s *Store) mark(ctx context.Context) (int64, error) {
 		res, err := cmd.Result()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			// The server lost its scripts with its data: EVAL loads it.
-			res, err = markScript.Run(ctx, s.c, []string{s.tag(byte(b)) + ":e"}, m, "", s.gmin(byte(b))).Result()
+			res, err = markScript.Run(ctx, s.c, s.markerKeys(byte(b)), m, "", s.gmin(byte(b))).Result()
 		}
 		if err != nil {
 			return 0, wrap("writing loss markers", err)
@@ -536,6 +536,13 @@ func bucket(subject string) byte {
 }
 
 // tag is the key prefix of bucket b: its hash tag makes it one slot.
+// markerKeys are the keys of bucket b's marker script: the marker and
+// the key every marker write also writes (see markScript).
+func (s *Store) markerKeys(b byte) []string {
+	tag := s.tag(b)
+	return []string{tag + ":e", tag + ":m"}
+}
+
 func (s *Store) tag(b byte) string {
 	return s.prefix + "{b" + hex.EncodeToString([]byte{b}) + "}"
 }
@@ -585,7 +592,7 @@ func (s *Store) Check(ctx context.Context, t store.TokenRef) (store.Status, erro
 	}
 	_, keys := s.tokenKeys(t)
 	before := s.seen[b].Load()
-	sn := s.local.snap(b)
+	sn := s.local.snap(t, b)
 	vals, err := s.batch.check(ctx, keys, []any{before.seenQ(), "", strconv.FormatUint(t.Generation, 10), strconv.FormatInt(t.IssuedAt.Unix(), 10), s.clusterArg})
 	if err != nil {
 		return 0, wrap("check", err)
@@ -983,7 +990,7 @@ func (s *Store) repair(ctx context.Context, b int) {
 		// that found the rollback, one rewrites. Confirmed by replicas like
 		// any write, so that a rewrite is not itself lost unnoticed.
 		m := s.now().Add(2 * s.skew).UnixMilli()
-		if _, err := s.write(ctx, markScript, []string{s.tag(byte(i)) + ":e"}, m, strconv.FormatInt(g-1, 10), max(g, s.gmin(byte(i)))); err == nil {
+		if _, err := s.write(ctx, markScript, s.markerKeys(byte(i)), m, strconv.FormatInt(g-1, 10), max(g, s.gmin(byte(i)))); err == nil {
 			s.rolled[i].CompareAndSwap(g, 0)
 		}
 	}
