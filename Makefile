@@ -67,7 +67,7 @@ bench:
 	cd bench && $(GO) test -run '^$$' -bench 'Verify$$|Sessions|MemoryPerEntry' -benchmem -count=6 -benchtime=400ms . > ../docs/bench.txt
 	cd bench && $(GO) test -run '^$$' -bench 'VerifyParallel|WarmParallel' -benchmem -count=6 -cpu=1,2 -benchtime=400ms . >> ../docs/bench.txt
 	cd bench && $(GO) test -run '^$$' -bench 'Warm$$' -benchmem -count=6 -cpu=1 -benchtime=400ms . >> ../docs/bench.txt
-	cd bench && $(GO) test -run '^$$' -bench 'Repeated64' -benchmem -count=6 -benchtime=400ms . >> ../docs/bench.txt
+	cd bench && $(GO) test -run '^$$' -bench 'Repeated64|Churn' -benchmem -count=6 -benchtime=400ms . >> ../docs/bench.txt
 	cd bench && $(GO) test -run '^$$' -bench 'Revoke$$' -count=1 -benchtime=200x . >> ../docs/bench.txt
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" benchstat docs/bench.txt > docs/benchstat.txt
 	cd bench && $(GO) run ./cmd/benchreport -in ../docs/bench.txt -md ../docs/bench.md -svg ../docs/bench.svg -readme ../README.md

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -35,9 +36,13 @@ func (c *commands) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // leased is a Redis store with the given lease (negative: off) on a
 // loopback server of its own, and the counter of the commands it sends.
 func leased(b *testing.B, lease time.Duration) (*redisstore.Store, *commands) {
-	srv := redistest.Start(b)
+	return storeOn(b, redistest.Start(b).Addr(), lease)
+}
+
+// storeOn is leased on the server at addr.
+func storeOn(b *testing.B, addr string, lease time.Duration) (*redisstore.Store, *commands) {
 	cmds := &commands{}
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	c := redis.NewClient(&redis.Options{Addr: addr})
 	c.AddHook(cmds)
 	b.Cleanup(func() { c.Close() })
 	s, err := redisstore.New(context.Background(), redisstore.Config{Client: c, MaxClockSkew: 250 * time.Millisecond, Lease: lease})
@@ -184,6 +189,57 @@ func BenchmarkRepeated64(b *testing.B) {
 				})
 			}
 			wg.Wait()
+			b.ReportMetric(float64(cmds.n.Load()-before)/float64(b.N), "cmds/op")
+		})
+	}
+}
+
+// BenchmarkChurn: 4,096 users' tokens verified in turn while another
+// process logs a new user in after every 64 verifications, on Redis with
+// the lease on and off. Each login writes its bucket (one of 256) and the
+// users' tokens are spread over all of them: cmds/op is the commands the
+// verifier sends per verification (the other process's are not counted).
+func BenchmarkChurn(b *testing.B) {
+	ctx := context.Background()
+	for _, name := range []string{"lease", "no-lease"} {
+		b.Run(name, func(b *testing.B) {
+			lease := redisstore.DefaultLease
+			if name == "no-lease" {
+				lease = -1
+			}
+			addr := redistest.Start(b).Addr()
+			st, cmds := storeOn(b, addr, lease)
+			other, _ := storeOn(b, addr, lease)
+			s := newSetup(b, jtiguard.EdDSA)
+			v, ov := s.verifier(b, st), s.verifier(b, other)
+			b.Cleanup(v.Close)
+			b.Cleanup(ov.Close)
+			sess, err := jtiguard.NewSessions(s.issuer, ov, jtiguard.SessionConfig{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			toks := make([]string, 4096)
+			for i := range toks {
+				toks[i], _, err = s.issuer.Access(jtiguard.Claims{Subject: fmt.Sprintf("user-%d", i), Audience: []string{audience}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				warmUp(b, v, cmds, toks[i], lease > 0)
+			}
+			settle()
+			before := cmds.n.Load()
+			i := 0
+			for b.Loop() {
+				if i%64 == 63 {
+					if _, err := sess.Login(ctx, jtiguard.Login{Subject: fmt.Sprintf("newcomer-%d", i)}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if _, err := v.Verify(ctx, toks[i%len(toks)]); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
 			b.ReportMetric(float64(cmds.n.Load()-before)/float64(b.N), "cmds/op")
 		})
 	}
