@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +22,11 @@ type Cluster struct {
 	t         testing.TB
 	nodes     []*Server // as started: the initial primaries first, then the replicas
 	primaries int
+
+	spare    *Server // started for AddPrimary, in no cluster yet
+	spareBus int     // its cluster bus port
+	mu       sync.Mutex
+	clients  map[string]*redis.Client // the migrations' connections, by address
 }
 
 // Addrs are the addresses of the nodes started as primaries (seeds for a
@@ -65,17 +72,30 @@ func StartClusterWithReplicas(t testing.TB) *Cluster {
 	return startCluster(t, 1)
 }
 
+// StartClusterWithSpare is StartCluster with one more node started beside
+// the cluster, outside it, for AddPrimary: a node serves only two seconds
+// after it starts (Redis's writable delay), which then pass while the
+// cluster forms.
+func StartClusterWithSpare(t testing.TB) *Cluster {
+	t.Helper()
+	return startClusterWith(t, 0, true)
+}
+
 func startCluster(t testing.TB, replicasPerPrimary int) *Cluster {
+	t.Helper()
+	return startClusterWith(t, replicasPerPrimary, false)
+}
+
+func startClusterWith(t testing.TB, replicasPerPrimary int, spare bool) *Cluster {
 	t.Helper()
 	_, cli := binaries(t)
 	c := &Cluster{t: t, primaries: 3}
+	if spare {
+		c.spare, c.spareBus = startClusterNode(t)
+	}
 	for range 3 * (1 + replicasPerPrimary) {
-		// An explicit bus port: the default (port+10000) is not checked free
-		// and does not exist above port 55535.
-		ports := freePorts(t, 2)
-		c.nodes = append(c.nodes, startOn(t, ports[0],
-			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
-			"--cluster-port", strconv.Itoa(ports[1]), "--repl-diskless-sync-delay", "0"))
+		n, _ := startClusterNode(t)
+		c.nodes = append(c.nodes, n)
 	}
 	args := append([]string{"--cluster", "create"}, c.AllAddrs()...)
 	args = append(args, "--cluster-replicas", strconv.Itoa(replicasPerPrimary), "--cluster-yes")
@@ -394,4 +414,298 @@ func Slot(key string) int {
 		}
 	}
 	return int(crc) % 16384
+}
+
+// startClusterNode starts a redis-server in cluster mode, in no cluster
+// yet. An explicit bus port: the default (port+10000) is not checked free
+// and does not exist above port 55535.
+func startClusterNode(t testing.TB) (n *Server, busPort int) {
+	t.Helper()
+	ports := freePorts(t, 2)
+	return startOn(t, ports[0], "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+		"--cluster-port", strconv.Itoa(ports[1]), "--repl-diskless-sync-delay", "0"), ports[1]
+}
+
+// AddPrimary starts one more node (or takes the spare of
+// StartClusterWithSpare) and joins it to the cluster (CLUSTER MEET on
+// every node) as a primary serving no slot, as a scale-out begins;
+// MigrateSlot then gives it slots. It returns once every node knows it
+// (no handshake left) and reports cluster_state:ok. Addrs is unchanged
+// (the seeds); AllAddrs and Nodes include it. A cluster client learns of
+// it only once it serves a slot (CLUSTER SLOTS lists no other).
+func (c *Cluster) AddPrimary() *Server {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	top, err := ClusterNodes(ctx, c.nodes[0].Addr())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	replicas := 0
+	for _, n := range top {
+		if !n.Primary() {
+			replicas++
+		}
+	}
+	n, bus := c.spare, c.spareBus
+	if n == nil {
+		n, bus = startClusterNode(c.t)
+	}
+	c.spare = nil
+	// Every node meets it, rather than learning of it by gossip (a second
+	// or more).
+	for _, o := range c.nodes {
+		if !o.running() {
+			continue
+		}
+		err = withClient(o.Addr(), func(rc *redis.Client) error {
+			return rc.Do(ctx, "CLUSTER", "MEET", "127.0.0.1", n.Port(), bus).Err()
+		})
+		if err != nil {
+			c.t.Fatalf("CLUSTER MEET %s on %s: %v", n.Addr(), o.Addr(), err)
+		}
+	}
+	c.nodes = append(c.nodes, n)
+	if err := c.waitSettled(ctx, len(top)+1, replicas); err != nil {
+		c.t.Fatalf("%s never joined: %v", n.Addr(), err)
+	}
+	return n
+}
+
+// client is a connection to the node at addr kept for the cluster's life:
+// a migration sends many commands, and a client dialed for each costs
+// milliseconds under the race detector.
+func (c *Cluster) client(addr string) *redis.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.clients == nil {
+		c.clients = map[string]*redis.Client{}
+		c.t.Cleanup(func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			for _, rc := range c.clients {
+				_ = rc.Close()
+			}
+		})
+	}
+	rc, ok := c.clients[addr]
+	if !ok {
+		rc = redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: 5 * time.Second})
+		c.clients[addr] = rc
+	}
+	return rc
+}
+
+// view is the topology as the node at addr sees it, through client.
+func (c *Cluster) view(ctx context.Context, addr string) ([]ClusterNode, error) {
+	out, err := c.client(addr).ClusterNodes(ctx).Result()
+	if err != nil {
+		return nil, err
+	}
+	return parseClusterNodes(out)
+}
+
+// topology is Topology through client.
+func (c *Cluster) topology(ctx context.Context) ([]ClusterNode, error) {
+	var errs []error
+	for _, n := range c.nodes {
+		top, err := c.view(ctx, n.Addr())
+		if err == nil {
+			return top, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// Migration is one hash slot on its way from the primary serving it (the
+// source) to another primary (the target), moved step by step as redis-cli
+// --cluster reshard moves it: Importing (CLUSTER SETSLOT IMPORTING on the
+// target), Migrating (SETSLOT MIGRATING on the source), Move or MoveAll
+// (MIGRATE of the slot's keys from the source to the target) and Assign
+// (SETSLOT NODE on every primary, the target first). A test may act
+// between any two steps: while the slot is open the source serves the keys
+// it still has, answers ASK for the others, and either node answers
+// TRYAGAIN to a command over several keys of which it has only some.
+// MigrateSlot runs every step at once.
+type Migration struct {
+	c              *Cluster
+	slot           int
+	source, target ClusterNode
+}
+
+// NewMigration prepares the move of slot to the primary to; nothing
+// changes before Importing. It fails if to is not a primary or already
+// serves slot.
+func (c *Cluster) NewMigration(ctx context.Context, slot int, to *Server) (*Migration, error) {
+	top, err := c.topology(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := &Migration{c: c, slot: slot}
+	for _, n := range top {
+		if n.Primary() && n.Serves(slot) {
+			m.source = n
+		}
+		if n.Addr == to.Addr() {
+			m.target = n
+		}
+	}
+	switch {
+	case m.source.ID == "":
+		return nil, fmt.Errorf("no primary serves slot %d", slot)
+	case m.target.ID == "" || !m.target.Primary():
+		return nil, fmt.Errorf("%s is not a primary of the cluster", to.Addr())
+	case m.target.ID == m.source.ID:
+		return nil, fmt.Errorf("%s already serves slot %d", to.Addr(), slot)
+	}
+	return m, nil
+}
+
+// Source is the node that served the slot when the migration was
+// prepared.
+func (m *Migration) Source() *Server { return m.c.Node(m.source.Addr) }
+
+// Target is the node the slot moves to.
+func (m *Migration) Target() *Server { return m.c.Node(m.target.Addr) }
+
+// Importing opens the slot on the target: CLUSTER SETSLOT <slot>
+// IMPORTING <source-id>. It then serves the slot's keys to clients that
+// send ASKING first.
+func (m *Migration) Importing(ctx context.Context) error {
+	return m.c.client(m.target.Addr).Do(ctx, "CLUSTER", "SETSLOT", m.slot, "IMPORTING", m.source.ID).Err()
+}
+
+// Migrating opens the slot on the source: CLUSTER SETSLOT <slot>
+// MIGRATING <target-id>. From then on it answers ASK for a key it no
+// longer has, and creates none.
+func (m *Migration) Migrating(ctx context.Context) error {
+	return m.c.client(m.source.Addr).Do(ctx, "CLUSTER", "SETSLOT", m.slot, "MIGRATING", m.target.ID).Err()
+}
+
+// Keys are the slot's keys still on the source (CLUSTER GETKEYSINSLOT),
+// at most count of them.
+func (m *Migration) Keys(ctx context.Context, count int) ([]string, error) {
+	return m.c.client(m.source.Addr).ClusterGetKeysInSlot(ctx, m.slot, count).Result()
+}
+
+// Move moves keys from the source to the target with one MIGRATE host port
+// "" 0 timeout KEYS ..., as redis-cli does: each is deleted from the
+// source (the deletion is a write, seen by client tracking) and restored
+// on the target, at once. A key the source does not have is skipped
+// (Redis replies NOKEY, not an error, when it has none of them).
+func (m *Migration) Move(ctx context.Context, keys ...string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(m.target.Addr)
+	if err != nil {
+		return err
+	}
+	args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+	for _, k := range keys {
+		args = append(args, k)
+	}
+	if err := m.c.client(m.source.Addr).Do(ctx, args...).Err(); err != nil {
+		return fmt.Errorf("MIGRATE of %d keys of slot %d to %s: %w", len(keys), m.slot, m.target.Addr, err)
+	}
+	return nil
+}
+
+// MoveAll moves every key of the slot still on the source, a batch at a
+// time (CLUSTER GETKEYSINSLOT, then MIGRATE), until it has none, and
+// reports how many it moved. Once the slot is Migrating the source creates
+// no key in it, so this ends.
+func (m *Migration) MoveAll(ctx context.Context) (int, error) {
+	moved := 0
+	for {
+		keys, err := m.Keys(ctx, 100)
+		if err != nil || len(keys) == 0 {
+			return moved, err
+		}
+		if err := m.Move(ctx, keys...); err != nil {
+			return moved, err
+		}
+		moved += len(keys)
+	}
+}
+
+// Assign closes the migration: CLUSTER SETSLOT <slot> NODE <target-id> on
+// the target first, then on the source, then on every other primary, as
+// redis-cli does. It returns once each of them reports the target serving
+// the slot (replicas learn it by gossip, later). Keys left on the source
+// are stranded there: MoveAll first. A source left with no slot becomes a
+// replica of the target unless cluster-allow-replica-migration is off.
+func (m *Migration) Assign(ctx context.Context) error {
+	top, err := m.c.topology(ctx)
+	if err != nil {
+		return err
+	}
+	order := []string{m.target.Addr, m.source.Addr}
+	for _, n := range top {
+		if n.Primary() && !n.Failed() && n.Addr != m.target.Addr && n.Addr != m.source.Addr {
+			order = append(order, n.Addr)
+		}
+	}
+	for _, addr := range order {
+		err := m.c.client(addr).Do(ctx, "CLUSTER", "SETSLOT", m.slot, "NODE", m.target.ID).Err()
+		// A primary left with no slot becomes a replica of the node that
+		// took its last one (cluster-allow-replica-migration, on by
+		// default), perhaps before it is told: it has learnt the owner.
+		if err != nil && (addr == m.target.Addr || !strings.Contains(err.Error(), "only with masters")) {
+			return fmt.Errorf("CLUSTER SETSLOT %d NODE on %s: %w", m.slot, addr, err)
+		}
+	}
+	return poll(ctx, func() error {
+		for _, addr := range order {
+			view, err := m.c.view(ctx, addr)
+			if err != nil {
+				return err
+			}
+			for _, v := range view {
+				if v.Serves(m.slot) != (v.ID == m.target.ID) {
+					return fmt.Errorf("%s sees %s serving slot %d: %v", addr, v.Addr, m.slot, v.Slots)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// MigrateSlot moves slot, and every key in it, from the primary serving it
+// to the primary to, as a resharding does: Importing, Migrating, MoveAll,
+// Assign. No key is lost; while the slot moves, a command over one key is
+// served (by an ASK redirection once the key has moved), one over several
+// may be refused with TRYAGAIN. It returns once every primary reports to
+// serving slot.
+func (c *Cluster) MigrateSlot(ctx context.Context, slot int, to *Server) error {
+	m, err := c.NewMigration(ctx, slot, to)
+	if err != nil {
+		return err
+	}
+	if err := m.Importing(ctx); err != nil {
+		return err
+	}
+	if err := m.Migrating(ctx); err != nil {
+		return err
+	}
+	if _, err := m.MoveAll(ctx); err != nil {
+		return err
+	}
+	return m.Assign(ctx)
+}
+
+// ConfigSet runs CONFIG SET name value on every running node (not on
+// nodes added after).
+func (c *Cluster) ConfigSet(ctx context.Context, name, value string) error {
+	for _, n := range c.nodes {
+		if !n.running() {
+			continue
+		}
+		err := withClient(n.Addr(), func(rc *redis.Client) error { return rc.ConfigSet(ctx, name, value).Err() })
+		if err != nil {
+			return fmt.Errorf("CONFIG SET %s on %s: %w", name, n.Addr(), err)
+		}
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package redistest_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -164,5 +165,102 @@ func TestStartCluster(t *testing.T) {
 		if err := cc.Set(ctx, fmt.Sprint("k", i), i, 0).Err(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// MigrateSlot moves a slot and its keys to another primary, and to a
+// primary just added (serving nothing before); a cluster client reads
+// every key throughout. A Migration stopped midway shows what Redis does
+// while a slot moves: a key still on the source is served there, one
+// already moved is redirected (ASK), and a command over several keys of
+// which the node has only some is refused with TRYAGAIN.
+func TestMigrateSlot(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	cl := redistest.StartCluster(t)
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()})
+	defer cc.Close()
+	const tag = "{mig}"
+	slot := redistest.Slot(tag)
+	keys := []string{tag + "a", tag + "b", tag + "c"}
+	for _, k := range keys {
+		if err := cc.Set(ctx, k, k, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readAll := func(when string) {
+		t.Helper()
+		for _, k := range keys {
+			if v, err := cc.Get(ctx, k).Result(); err != nil || v != k {
+				t.Fatalf("%s: GET %s = %q, %v", when, k, v, err)
+			}
+		}
+	}
+	other := func() *redistest.Server {
+		for _, n := range cl.Nodes() {
+			if n != cl.PrimaryOf(tag) {
+				return n
+			}
+		}
+		t.Fatal("no other primary")
+		return nil
+	}
+
+	to := other()
+	if err := cl.MigrateSlot(ctx, slot, to); err != nil {
+		t.Fatal(err)
+	}
+	if cl.PrimaryOf(tag) != to {
+		t.Fatalf("slot %d not on %s after MigrateSlot", slot, to.Addr())
+	}
+	if !exists(t, ctx, to.Addr(), keys[0]) {
+		t.Fatal("the keys did not move")
+	}
+	readAll("after MigrateSlot")
+	if _, err := cl.NewMigration(ctx, slot, to); err == nil {
+		t.Fatal("NewMigration to the node serving the slot")
+	}
+
+	added := cl.AddPrimary()
+	if len(cl.Addrs()) != 3 || len(cl.AllAddrs()) != 4 {
+		t.Fatalf("Addrs %v, AllAddrs %v", cl.Addrs(), cl.AllAddrs())
+	}
+	m, err := cl.NewMigration(ctx, slot, added)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Source() != to || m.Target() != added {
+		t.Fatal("Source, Target")
+	}
+	if err := m.Importing(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Migrating(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Move(ctx, keys[0], tag+"absent"); err != nil {
+		t.Fatal(err)
+	}
+	left, err := m.Keys(ctx, 10)
+	if err != nil || len(left) != 2 {
+		t.Fatalf("keys left on the source: %v, %v", left, err)
+	}
+	readAll("midway") // keys[0] by ASK, the others from the source
+	err = cc.MGet(ctx, keys...).Err()
+	if err == nil || !strings.HasPrefix(err.Error(), "TRYAGAIN") {
+		t.Fatalf("MGET over moved and unmoved keys: %v, want TRYAGAIN", err)
+	}
+	if n, err := m.MoveAll(ctx); err != nil || n != 2 {
+		t.Fatalf("MoveAll: %d, %v", n, err)
+	}
+	if err := m.Assign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if cl.PrimaryOf(tag) != added {
+		t.Fatalf("slot %d not on the added primary", slot)
+	}
+	readAll("after the migration to the added primary")
+	if err := cc.MGet(ctx, keys...).Err(); err != nil {
+		t.Fatal(err)
 	}
 }
