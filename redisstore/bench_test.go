@@ -77,7 +77,7 @@ func BenchmarkVerify(b *testing.B) {
 var rpsLine = regexp.MustCompile(`([0-9.]+) requests per second`)
 
 // redisBenchmarkEvalsha runs redis-benchmark with the verification's script
-// (a session-less token, so the jti key and its bucket marker) and returns
+// (a session-less token, so the jti key, its bucket marker and its signal) and returns
 // its requests per second, or 0 when redis-benchmark is not installed.
 func redisBenchmarkEvalsha(b *testing.B, srv *redistest.Server, clients int) float64 {
 	bin, err := exec.LookPath("redis-benchmark")
@@ -97,7 +97,7 @@ func redisBenchmarkEvalsha(b *testing.B, srv *redistest.Server, clients int) flo
 		b.Fatal(err)
 	}
 	out, err := exec.Command(bin, "-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port()), "-c", strconv.Itoa(clients),
-		"-n", "100000", "-q", "evalsha", sha, "2", "bench{b00}:j:x", "bench{b00}:e", "1", "", "0", "0").CombinedOutput()
+		"-n", "100000", "-q", "evalsha", sha, "3", "bench{b00}:j:x", "bench{b00}:e", "bench{b00}:m", "1", "", "0", "0").CombinedOutput()
 	if err != nil {
 		b.Fatalf("redis-benchmark: %v: %s", err, out)
 	}

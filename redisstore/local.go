@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/jtiguard/jtiguard/store"
 )
@@ -257,8 +258,8 @@ func (l *local) tracked(node string) bool {
 // server's event loop wrote under the prefix (Redis sends a broadcast
 // tracking client each pass's keys together), or a flush. A jti's key
 // (":j:<jti>") drops the answers of that jti, a family's (":f:<sid>")
-// those of its tokens, a marker's rewrite (":m", written with every
-// rewrite) those of its bucket. The marker itself (":e") is bumped by
+// those of its tokens, the marker's signal (":m": written with every
+// rewrite, deleted when a migration moves the bucket) those of its bucket. The marker itself (":e") is bumped by
 // every write, beside the key the write is about: it drops its bucket
 // only when it comes without a jti or family key of the bucket (a write
 // about nothing an answer reads, or the marker deleted). A subject's
@@ -417,6 +418,9 @@ func (l *local) track(addr string, node *redis.Client, dial func(*redis.Options)
 	opt.MaxIdleConns = 0
 	opt.ReadTimeout = -1 // the receiver waits with its own timeout
 	opt.ContextTimeoutEnabled = true
+	// A config of its own: the node's client writes its own as it
+	// connects. Maintenance notifications need RESP3; these use RESP2.
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	if dial != nil {
 		dial(&opt)
 	}
@@ -493,6 +497,9 @@ func (t *tracker) receive() {
 	for ctx.Err() == nil {
 		if t.connection(ctx) {
 			backoff = first
+		}
+		if ctx.Err() != nil {
+			return // stopped: untrack or close has dropped what it must
 		}
 		t.fail()
 		select {
@@ -748,7 +755,10 @@ func (s *Store) startLocal(ctx context.Context, lease time.Duration, size int, d
 func (s *Store) watchPrimaries(dial func(*redis.Options)) {
 	l := s.local
 	defer l.wg.Done()
-	tick := time.NewTicker(max(l.lease/5, time.Millisecond))
+	// Once a second: a listing reloads the cluster's topology (CLUSTER
+	// SLOTS). A primary not yet tracked only costs round trips meanwhile:
+	// nothing it answers is kept.
+	tick := time.NewTicker(healthEvery)
 	defer tick.Stop()
 	for {
 		primaries := map[string]*redis.Client{}

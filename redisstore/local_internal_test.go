@@ -33,7 +33,7 @@ func TestInvalidateDropsWhatAWriteTouched(t *testing.T) {
 		{"the marker alone (deleted, or a write about an index only)", []string{tag + ":e"}, false},
 		{"the marker with an index only", []string{tag + ":e", tag + ":s:616c696365"}, false},
 		{"the marker, with a jti of another bucket", []string{tag + ":e", elsewhere + ":j:" + other.String()}, false},
-		{"the marker rewritten, in the pass of another write", []string{tag + ":e", tag + ":m", tag + ":j:" + other.String()}, false},
+		{"the marker rewritten in the pass of another write, or the bucket migrated", []string{tag + ":e", tag + ":m", tag + ":j:" + other.String(), tag + ":f:" + other.String()}, false},
 		{"another bucket's marker rewritten", []string{elsewhere + ":e", elsewhere + ":m"}, true},
 		{"a flush", []string{""}, false},
 		{"the lease key", []string{prefix + "lease"}, false},

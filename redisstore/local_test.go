@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -381,18 +382,6 @@ func TestLeaseAnnouncedAgainAfterALoss(t *testing.T) {
 	waitAnswering(t, b)
 }
 
-// bucketMates returns n subjects other than subject whose state shares its
-// bucket under prefix.
-func bucketMates(prefix, subject string, n int) []string {
-	var out []string
-	for i := 0; len(out) < n; i++ {
-		if s := fmt.Sprintf("neighbour-%d", i); redisstore.MarkerKey(prefix, s) == redisstore.MarkerKey(prefix, subject) {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // refOf names the token whose claims are c to a store.
 func refOf(t testing.TB, c *jtiguard.Claims) store.TokenRef {
 	ref := store.TokenRef{ID: c.ID, Subject: c.Subject, Generation: c.Generation}
@@ -418,7 +407,7 @@ func TestWritesAboutOthersKeepLocalAnswers(t *testing.T) {
 	b := openProcess(t, keys, prefix, testLease, []string{srv.Addr()})
 	waitAnswering(t, b)
 	ctx := context.Background()
-	others := bucketMates(prefix, "alice", 5)
+	others := sameBucket(prefix, "alice", 6)[1:]
 	login := func(t *testing.T, subject string) *jtiguard.TokenPair {
 		p, err := a.sess.Login(ctx, jtiguard.Login{Subject: subject})
 		require.NoError(t, err)
@@ -479,6 +468,29 @@ func TestWritesAboutOthersKeepLocalAnswers(t *testing.T) {
 			assert.Equal(t, w.keepPlain, redisstore.Kept(b.store, refOf(t, plainClaims)), "the plain token's local answer kept")
 		})
 	}
+}
+
+// TestNoLocalAnswerWithoutTheSignal: a bucket whose signal key is missing
+// (written by a version before it, or on its way to another node) gives
+// no local answer: its keys could leave unnoticed. A store opened after
+// writes the missing signal, and local answers resume.
+func TestNoLocalAnswerWithoutTheSignal(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	keys := testKeys(t)
+	prefix := "signal" + randomID(t)[:8] + ":"
+	b := openProcess(t, keys, prefix, testLease, []string{srv.Addr()})
+	waitAnswering(t, b)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer c.Close()
+	signal := strings.TrimSuffix(redisstore.MarkerKey(prefix, "alice"), ":e") + ":m"
+	require.NoError(t, c.Del(context.Background(), signal).Err())
+	tok := b.plain(t)
+	for i := range 20 {
+		require.False(t, b.local(t, tok), "check %d answered locally with no signal", i)
+	}
+	openProcess(t, keys, prefix, testLease, []string{srv.Addr()})
+	require.True(t, b.soonLocal(t, tok), "no local answer once the signal is back")
 }
 
 // TestLeaseKeyDeletedIsAnnouncedAgainAtOnce: deleting the lease key (to

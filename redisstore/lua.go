@@ -45,9 +45,11 @@ import "github.com/redis/go-redis/v9"
 //	    with q, the bucket's recent history
 //
 // Every marker write also writes the bucket's signal key (":m", the
-// marker's g), which nothing reads: its invalidation tells processes that
-// answer locally that the marker changed, which the marker's own cannot
-// (every write bumps q).
+// marker's g; mark writes it where it is missing): its invalidation tells
+// processes that answer locally that the marker changed, which the
+// marker's own cannot (every write bumps q), and that the bucket's keys
+// left the node (a slot migration deletes them there). A check keeps no
+// local answer from a bucket without it.
 //
 // A missing marker means the bucket lost its data (restart without
 // persistence, FLUSHALL, failover to an empty replica): every token in it
@@ -137,17 +139,23 @@ local function state(jkey, fkey, gen, iat)
 end
 `
 
-// check: KEYS jti, marker[, family]; ARGV seen q, no stamp, gen, iat (Unix
-// s), '1' on a cluster. After the head: the family's remaining time (ms)
-// for a Live token of a family, else -1 (a local answer lasts no longer);
-// on a cluster, the id of the node that answered (a local answer is kept
-// only from a node whose invalidations this process receives).
+// check: KEYS jti, marker[, family], the marker's signal; ARGV seen q, no
+// stamp, gen, iat (Unix s), '1' on a cluster. After the head: how long a
+// local answer may last (ms): the family's remaining time for a Live token
+// of a family, -1 (until the token expires) for one of none, 0 (not at
+// all) when the signal key is missing (a bucket written before it existed,
+// or on its way to another node: its keys could leave unnoticed); on a
+// cluster, the id of the node that answered (a local answer is kept only
+// from a node whose invalidations this process receives).
 const checkSource = "#!lua flags=no-writes\n" + prelude + `
 if not open(KEYS[2]) then return lost(3) end
-local st = state(KEYS[1], KEYS[3] or false, ARGV[3], ARGV[4])
+local fam = false
+if #KEYS == 4 then fam = KEYS[3] end
+local st = state(KEYS[1], fam, ARGV[3], ARGV[4])
 local h = head(st)
 h[headLen + 1] = -1
-if st == 0 and KEYS[3] then h[headLen + 1] = redis.call('PTTL', KEYS[3]) end
+if st == 0 and fam then h[headLen + 1] = redis.call('PTTL', fam) end
+if redis.call('EXISTS', KEYS[#KEYS]) == 0 then h[headLen + 1] = 0 end
 if ARGV[5] == '1' then h[headLen + 2] = redis.call('CLUSTER', 'MYID') end
 return h
 `
@@ -211,6 +219,7 @@ return head(0)
 var markScript = redis.NewScript("#!lua flags=allow-oom\n" + `
 local f = redis.call('HMGET', KEYS[1], 'm', 'g')
 if (ARGV[2] == '' and f[1]) or (ARGV[2] ~= '' and f[1] and f[2] ~= ARGV[2]) then
+  if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], f[2] or '0') end
   return {0, tonumber(f[1])}
 end
 local g = math.max((tonumber(f[2]) or 0) + 1, tonumber(ARGV[3]))

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -472,15 +471,7 @@ func addPrimary(t testing.TB, cl *redistest.Cluster) *redistest.Server {
 	return added
 }
 
-// openClusterProcess is openProcess on the cluster at addrs, with
-// go-redis's maintenance notifications off. In their default (auto) mode
-// go-redis turns them off itself after the first handshake of each node's
-// client fails (Redis 7 has no CLIENT MAINT_NOTIFICATIONS), writing the
-// node's *redis.Options under its own lock; the store's tracker copies
-// those options (Client.Options, local.go's track) without it, a data race
-// the race detector reports when a primary is tracked as its client
-// connects: a primary added, here. Off from the start, they are never
-// written.
+// openClusterProcess is openProcess on the cluster at addrs.
 //
 // frozen makes the client's view of the topology the one at its start,
 // whatever happens after (go-redis's ClusterSlots option): a process that
@@ -491,8 +482,7 @@ func openClusterProcess(t testing.TB, keys *jtiguard.KeySet, prefix string, addr
 	ctx := context.Background()
 	rt := &roundTrips{}
 	opt := &redis.ClusterOptions{
-		Addrs:                    addrs,
-		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+		Addrs: addrs,
 		NewClient: func(opt *redis.Options) *redis.Client {
 			n := redis.NewClient(opt)
 			n.AddHook(rt)
@@ -500,7 +490,8 @@ func openClusterProcess(t testing.TB, keys *jtiguard.KeySet, prefix string, addr
 		},
 	}
 	if frozen {
-		seed := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, MaintNotificationsConfig: opt.MaintNotificationsConfig})
+		seed := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+		//lint:ignore SA1019 the ClusterSlots option takes CLUSTER SLOTS's reply
 		slots, err := seed.ClusterSlots(ctx).Result()
 		_ = seed.Close()
 		require.NoError(t, err)

@@ -591,6 +591,7 @@ func (s *Store) Check(ctx context.Context, t store.TokenRef) (store.Status, erro
 		return 0, err
 	}
 	_, keys := s.tokenKeys(t)
+	keys = append(keys, s.tag(b)+":m")
 	before := s.seen[b].Load()
 	sn := s.local.snap(t, b)
 	vals, err := s.batch.check(ctx, keys, []any{before.seenQ(), "", strconv.FormatUint(t.Generation, 10), strconv.FormatInt(t.IssuedAt.Unix(), 10), s.clusterArg})
@@ -604,13 +605,12 @@ func (s *Store) Check(ctx context.Context, t store.TokenRef) (store.Status, erro
 	}
 	s.remember(t, st)
 	if st == store.Live && !lost {
-		ttl := time.Duration(-1)
-		if !t.Session.IsZero() {
-			ttl = 0 // no remaining time read: keep nothing
-			if len(vals) > headLen {
-				if ms, ok := vals[headLen].(int64); ok && ms > 0 {
-					ttl = time.Duration(ms) * time.Millisecond
-				}
+		// How long the answer may be kept: -1 until the token expires, 0
+		// not at all (nothing read says otherwise).
+		ttl := time.Duration(0)
+		if len(vals) > headLen {
+			if ms, ok := vals[headLen].(int64); ok && (ms > 0 || ms == -1 && t.Session.IsZero()) {
+				ttl = time.Duration(ms) * time.Millisecond
 			}
 		}
 		var node string
