@@ -46,7 +46,7 @@ fuzz:
 # seen on another, tracking paused or cut, restart, FLUSHALL and failover.
 # FAULTS_COUNT=10 for a longer soak.
 FAULTS_COUNT ?= 3
-FAULTS_RUN    = Fault|Failover|LostReplies|ClockSkew|SameSecond|Racing|NodeLoss|Evicting|RevokeIDAcross|RetryIsNotReuse|SlowRedis|KillOnOneProcess|TrackingConnection|LocalState
+FAULTS_RUN    = Fault|Failover|LostReplies|ClockSkew|SameSecond|Racing|NodeLoss|Evicting|RevokeIDAcross|RetryIsNotReuse|SlowRedis|KillOnOneProcess|TrackingConnection|LocalState|Migrat
 faults:
 	cd redisstore && JTIGUARD_TRIALS=1000 $(GO) test -race -count=$(FAULTS_COUNT) -timeout=60m -run '$(FAULTS_RUN)' .
 
