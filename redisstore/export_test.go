@@ -39,13 +39,8 @@ func Kept(s *Store, t store.TokenRef) bool {
 	if l == nil {
 		return false
 	}
-	i := l.set(t.ID)
-	for j := range uint64(4) {
-		if e := l.slots[i+j].Load(); e != nil && e.id == t.ID {
-			return e.versions == l.versionsOf(t, bucket(t.Subject))
-		}
-	}
-	return false
+	e := l.entry(t.ID)
+	return e != nil && e.versions == l.versionsOf(t, bucket(t.Subject))
 }
 
 // HeartbeatAfter returns a condition that holds once a heartbeat of s
@@ -72,3 +67,7 @@ func RewriteMarker(ctx context.Context, s *Store, subject string) error {
 	}
 	return nil
 }
+
+// SharesVersion reports whether two jti or sid values share a version, so
+// that a write about one drops answers resting on the other.
+func SharesVersion(a, b store.JTI) bool { return keyVersion(a) == keyVersion(b) }

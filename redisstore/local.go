@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,7 +31,7 @@ import (
 //     (an expiry or a FLUSHALL too). Redis sends a write's invalidation
 //     before the reply of any command the server reads after the write.
 //   - Lease. Every period (lease/5) a heartbeat sends PING on each tracking
-//     connection and ROLE on the node itself, noting when it began (s). When
+//     connection and INFO on a connection of its own to the node, noting when it began (s). When
 //     both return (the pong after every invalidation sent before it, the node
 //     still a primary), answers may be given locally until s + lease, by this
 //     process's monotonic clock.
@@ -86,13 +87,18 @@ type local struct {
 	jver, fver [keyVersions]atomic.Uint64
 
 	// suspects counts the signs that the deployment's lease key may have
-	// been lost or lowered (a flush, a lost or new tracking connection,
-	// the key's own invalidation); confirmed is the count an announce
-	// read before it found the key and raised it if need be. No answer
-	// is kept while they differ, and each sign wakes the announce (kick)
-	// rather than waiting for the next second.
+	// been lost or lowered (a flush, the key's own invalidation, a
+	// tracking connection lost or back after a loss, a primary no longer
+	// listed); confirmed is the count an announce read before it found
+	// the key and raised it if need be. No answer is kept while they
+	// differ, and each sign wakes the announce (kick) rather than
+	// waiting for the next second. An announce that finds the key below
+	// this lease, or written again since (its birth changed), holds
+	// answers back for two seconds more (from): writers that read the
+	// lower value re-read it within a second.
 	suspects, confirmed atomic.Uint64
 	kick                chan struct{}
+	born                string // the lease key's birth at the last announce (announce's alone)
 
 	slots []atomic.Pointer[liveEntry]
 	mask  uint64
@@ -169,19 +175,23 @@ func (l *local) live(t store.TokenRef, b byte) bool {
 	if l == nil {
 		return false
 	}
-	i := l.set(t.ID)
-	for j := range uint64(4) {
-		e := l.slots[i+j].Load()
-		if e == nil || e.id != t.ID {
-			continue
-		}
-		if e.sid != t.Session || e.gen != t.Generation || e.b != b {
-			return false
-		}
-		now := l.mono()
-		return now < l.until.Load() && now < e.deadline && e.versions == l.versionsOf(t, b)
+	e := l.entry(t.ID)
+	if e == nil || e.sid != t.Session || e.gen != t.Generation || e.b != b {
+		return false
 	}
-	return false
+	now := l.mono()
+	return now < l.until.Load() && now < e.deadline && e.versions == l.versionsOf(t, b)
+}
+
+// entry returns the entry held for id, if any.
+func (l *local) entry(id store.JTI) *liveEntry {
+	i := l.set(id)
+	for j := range uint64(4) {
+		if e := l.slots[i+j].Load(); e != nil && e.id == id {
+			return e
+		}
+	}
+	return nil
 }
 
 // versionsOf reads the versions an answer about t rests on.
@@ -364,16 +374,31 @@ func wait(lease time.Duration) time.Duration {
 }
 
 // leaseKeySuffix follows the prefix in the key that holds the deployment's
-// longest lease, in milliseconds.
+// longest lease: "<ms>:<birth>", the birth a random id given when the key
+// is created, so that a key lost and written again is told from one
+// raised.
 const leaseKeySuffix = "lease"
 
 // announceScript raises the deployment's lease to ARGV[1] (ms) if it is
-// below, and returns it as it was.
+// below, creating the key with birth ARGV[2] if it is missing, and returns
+// the lease and birth as they were (0 and ” when missing).
 var announceScript = redis.NewScript(`
-local v = tonumber(redis.call('GET', KEYS[1]) or '0')
-if v < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
-return v
+local v = redis.call('GET', KEYS[1]) or ''
+local ms, born = string.match(v, '^(%d+):?(.*)$')
+ms, born = tonumber(ms) or 0, born or ''
+if ms < tonumber(ARGV[1]) then
+  local b = born
+  if v == '' then b = ARGV[2] end
+  redis.call('SET', KEYS[1], ARGV[1] .. ':' .. b)
+end
+return {ms, born}
 `)
+
+// parseLease reads the lease key's value: its milliseconds.
+func parseLease(v string) (int64, error) {
+	ms, _, _ := strings.Cut(v, ":")
+	return strconv.ParseInt(ms, 10, 64)
+}
 
 // tracker keeps one primary's tracking connection and its heartbeats.
 type tracker struct {
@@ -471,13 +496,15 @@ func (l *local) untrack(addr string) {
 	}
 	delete(l.tracks, addr)
 	close(t.stop)
-	l.reset()
+	// A primary gone from the listing: failed over, say, to a replica
+	// that may have lacked the lease key.
+	l.suspect()
 	l.recompute()
 }
 
 // receive reads the tracking connection until the tracker stops: each
-// (re)subscription starts a new epoch, each invalidation bumps its
-// bucket, each pong confirms a heartbeat. Any error, a silence longer
+// (re)subscription starts a new epoch, each invalidation message drops
+// what it names (invalidate), each pong confirms a heartbeat. Any error, a silence longer
 // than the heartbeats allow or a demotion drops everything and opens a
 // new connection.
 func (t *tracker) receive() {
@@ -805,14 +832,25 @@ func (s *Store) watchPrimaries(dial func(*redis.Options)) {
 func (s *Store) announce(ctx context.Context) error {
 	l := s.local
 	seq := l.suspects.Load()
-	prev, err := announceScript.Run(ctx, s.c, []string{s.prefix + leaseKeySuffix}, l.lease.Milliseconds()).Int64()
+	res, err := announceScript.Run(ctx, s.c, []string{s.prefix + leaseKeySuffix}, l.lease.Milliseconds(), strconv.FormatUint(rand.Uint64(), 36)).Slice()
 	if err != nil {
 		return wrap("announcing the lease", err)
 	}
-	if p := time.Duration(prev) * time.Millisecond; p < l.lease {
+	prev, _ := res[0].(int64)
+	born, _ := res[1].(string)
+	// The key below this lease (missing: a first use, or a loss), or
+	// written again since the last announce (lost, or deleted to lower
+	// it, then written by another process): writers may have read a lower
+	// lease meanwhile, and keep it for up to a second.
+	below := time.Duration(prev)*time.Millisecond < l.lease
+	if below || l.born != "" && born != l.born {
 		l.from.Store(l.mono() + int64(2*healthEvery+100*time.Millisecond))
-		l.reset()
 	}
+	if below {
+		l.reset()
+		born = "" // written by this announce: learnt at the next
+	}
+	l.born = born
 	for c := l.confirmed.Load(); c < seq && !l.confirmed.CompareAndSwap(c, seq); c = l.confirmed.Load() {
 	}
 	s.leaseAll.Store(int64(max(time.Duration(prev)*time.Millisecond, l.lease)))
@@ -827,7 +865,11 @@ func (s *Store) refreshLease(ctx context.Context) error {
 	if s.local != nil {
 		return s.announce(ctx)
 	}
-	v, err := s.c.Get(ctx, s.prefix+leaseKeySuffix).Int64()
+	var v int64
+	raw, err := s.c.Get(ctx, s.prefix+leaseKeySuffix).Result()
+	if err == nil {
+		v, err = parseLease(raw)
+	}
 	if errors.Is(err, redis.Nil) {
 		v, err = 0, nil
 	}

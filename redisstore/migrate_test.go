@@ -208,6 +208,9 @@ func migrationTrials(t *testing.T, cl *redistest.Cluster, added *redistest.Serve
 		}
 		if added != nil { // the added primary serves nothing again
 			require.NoError(t, cl.MigrateSlot(ctx, bk.slot, m.Source()))
+			// A primary gone from the listing is a sign the lease key
+			// may be lost: B holds its answers back for two seconds.
+			waitAnswering(t, b)
 		}
 	}
 	t.Logf("%d moves, %d tokens: B answered locally before the move for %d, its first check after the move was a round trip for %d, it answered locally again after the move for %d",

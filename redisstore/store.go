@@ -535,7 +535,6 @@ func bucket(subject string) byte {
 	return byte(h ^ h>>8 ^ h>>16 ^ h>>24)
 }
 
-// tag is the key prefix of bucket b: its hash tag makes it one slot.
 // markerKeys are the keys of bucket b's marker script: the marker and
 // the key every marker write also writes (see markScript).
 func (s *Store) markerKeys(b byte) []string {
@@ -543,18 +542,23 @@ func (s *Store) markerKeys(b byte) []string {
 	return []string{tag + ":e", tag + ":m"}
 }
 
+// tag is the key prefix of bucket b: its hash tag makes it one slot.
 func (s *Store) tag(b byte) string {
 	return s.prefix + "{b" + hex.EncodeToString([]byte{b}) + "}"
 }
 
 // tokenKeys returns the keys a token's scripts take: its jti entry, its
-// bucket's marker and, for a token of a session, its family.
-func (s *Store) tokenKeys(t store.TokenRef) (b byte, keys []string) {
+// bucket's marker and, for a token of a session, its family; then the
+// bucket's keys named by the extra suffixes.
+func (s *Store) tokenKeys(t store.TokenRef, extra ...string) (b byte, keys []string) {
 	b = bucket(t.Subject)
 	tag := s.tag(b)
-	keys = []string{tag + ":j:" + t.ID.String(), tag + ":e"}
+	keys = append(make([]string, 0, 3+len(extra)), tag+":j:"+t.ID.String(), tag+":e")
 	if !t.Session.IsZero() {
 		keys = append(keys, tag+":f:"+t.Session.String())
+	}
+	for _, k := range extra {
+		keys = append(keys, tag+k)
 	}
 	return b, keys
 }
@@ -590,8 +594,7 @@ func (s *Store) Check(ctx context.Context, t store.TokenRef) (store.Status, erro
 	if err := s.fit(); err != nil {
 		return 0, err
 	}
-	_, keys := s.tokenKeys(t)
-	keys = append(keys, s.tag(b)+":m")
+	_, keys := s.tokenKeys(t, ":m")
 	before := s.seen[b].Load()
 	sn := s.local.snap(t, b)
 	vals, err := s.batch.check(ctx, keys, []any{before.seenQ(), "", strconv.FormatUint(t.Generation, 10), strconv.FormatInt(t.IssuedAt.Unix(), 10), s.clusterArg})
