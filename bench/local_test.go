@@ -16,6 +16,15 @@ import (
 	"github.com/jtiguard/jtiguard/redisstore/redistest"
 )
 
+// go-redis logs some closes of pooled connections (a store's tracking
+// connection, closed as a run ends) to the test output, in the middle of
+// the benchmark lines that benchstat and benchreport parse.
+func init() { redis.SetLogger(quiet{}) }
+
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
+
 // commands counts the commands a client sends (a pipeline counts each).
 type commands struct{ n atomic.Int64 }
 
