@@ -160,14 +160,17 @@ var (
 // Store is a store.Store, store.SessionStore, store.ProofStore and
 // store.DeviceStore on Redis. It is safe for concurrent use.
 type Store struct {
-	c        redis.UniversalClient
-	batch    *batcher
-	prefix   string
-	dead     *ristretto.Cache[string, store.Status] // keyed by the 16 jti bytes
-	now      func() time.Time
-	skew     time.Duration
-	replicas int
-	waitFor  time.Duration
+	c      redis.UniversalClient
+	batch  *batcher
+	prefix string
+	// tags and signals are each bucket's key prefix (tag) and signal key,
+	// built once: a check names them every time.
+	tags, signals [buckets]string
+	dead          *ristretto.Cache[string, store.Status] // keyed by the 16 jti bytes
+	now           func() time.Time
+	skew          time.Duration
+	replicas      int
+	waitFor       time.Duration
 
 	// clusterArg tells the check script it runs on a cluster ("1").
 	clusterArg string
@@ -241,6 +244,10 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		cfg.ReplicaTimeout = DefaultReplicaTimeout
 	}
 	s := &Store{c: cfg.Client, prefix: cfg.Prefix, now: cfg.Now, skew: cfg.MaxClockSkew, waitFor: cfg.ReplicaTimeout, stop: make(chan struct{}), kick: make(chan struct{}, 1)}
+	for b := range buckets {
+		s.tags[b] = s.tag(byte(b))
+		s.signals[b] = s.tags[b] + ":m"
+	}
 	if _, ok := s.c.(*redis.ClusterClient); !ok {
 		if _, ok := s.c.(*redis.Client); !ok {
 			return nil, fmt.Errorf("%w: redisstore needs a *redis.Client or *redis.ClusterClient, not %T", jtiguard.ErrConfig, cfg.Client)
@@ -544,21 +551,21 @@ func (s *Store) markerKeys(b byte) []string {
 
 // tag is the key prefix of bucket b: its hash tag makes it one slot.
 func (s *Store) tag(b byte) string {
+	if t := s.tags[b]; t != "" {
+		return t
+	}
 	return s.prefix + "{b" + hex.EncodeToString([]byte{b}) + "}"
 }
 
 // tokenKeys returns the keys a token's scripts take: its jti entry, its
-// bucket's marker and, for a token of a session, its family; then the
-// bucket's keys named by the extra suffixes.
-func (s *Store) tokenKeys(t store.TokenRef, extra ...string) (b byte, keys []string) {
+// bucket's marker and, for a token of a session, its family (room left for
+// one more, the signal a check adds).
+func (s *Store) tokenKeys(t store.TokenRef) (b byte, keys []string) {
 	b = bucket(t.Subject)
 	tag := s.tag(b)
-	keys = append(make([]string, 0, 3+len(extra)), tag+":j:"+t.ID.String(), tag+":e")
+	keys = append(make([]string, 0, 4), tag+":j:"+t.ID.String(), tag+":e")
 	if !t.Session.IsZero() {
 		keys = append(keys, tag+":f:"+t.Session.String())
-	}
-	for _, k := range extra {
-		keys = append(keys, tag+k)
 	}
 	return b, keys
 }
@@ -594,7 +601,8 @@ func (s *Store) Check(ctx context.Context, t store.TokenRef) (store.Status, erro
 	if err := s.fit(); err != nil {
 		return 0, err
 	}
-	_, keys := s.tokenKeys(t, ":m")
+	_, keys := s.tokenKeys(t)
+	keys = append(keys, s.signals[b])
 	before := s.seen[b].Load()
 	sn := s.local.snap(t, b)
 	vals, err := s.batch.check(ctx, keys, []any{before.seenQ(), "", strconv.FormatUint(t.Generation, 10), strconv.FormatInt(t.IssuedAt.Unix(), 10), s.clusterArg})
