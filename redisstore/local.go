@@ -381,7 +381,8 @@ const leaseKeySuffix = "lease"
 
 // announceScript raises the deployment's lease to ARGV[1] (ms) if it is
 // below, creating the key with birth ARGV[2] if it is missing, and returns
-// the lease and birth as they were (0 and ” when missing).
+// the lease and birth as they were (0 and an empty birth when missing),
+// then the birth the key has now.
 var announceScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1]) or ''
 local ms, born = string.match(v, '^(%d+):?(.*)$')
@@ -390,8 +391,9 @@ if ms < tonumber(ARGV[1]) then
   local b = born
   if v == '' then b = ARGV[2] end
   redis.call('SET', KEYS[1], ARGV[1] .. ':' .. b)
+  return {ms, born, b}
 end
-return {ms, born}
+return {ms, born, born}
 `)
 
 // parseLease reads the lease key's value: its milliseconds.
@@ -838,6 +840,7 @@ func (s *Store) announce(ctx context.Context) error {
 	}
 	prev, _ := res[0].(int64)
 	born, _ := res[1].(string)
+	now, _ := res[2].(string)
 	// The key below this lease (missing: a first use, or a loss), or
 	// written again since the last announce (lost, or deleted to lower
 	// it, then written by another process): writers may have read a lower
@@ -848,9 +851,8 @@ func (s *Store) announce(ctx context.Context) error {
 	}
 	if below {
 		l.reset()
-		born = "" // written by this announce: learnt at the next
 	}
-	l.born = born
+	l.born = now // what this announce left: a rebirth right after is seen
 	for c := l.confirmed.Load(); c < seq && !l.confirmed.CompareAndSwap(c, seq); c = l.confirmed.Load() {
 	}
 	s.leaseAll.Store(int64(max(time.Duration(prev)*time.Millisecond, l.lease)))
